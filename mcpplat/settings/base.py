@@ -1,0 +1,237 @@
+"""Complete settings, read from the environment only (mcpplat/env.py declares every variable)."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+from mcpplat import embedded, env
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+MCPPLAT_ENV = env.get_str("MCPPLAT_ENV")
+if MCPPLAT_ENV not in {"development", "test", "production"}:
+    raise ImproperlyConfigured(f"MCPPLAT_ENV={MCPPLAT_ENV!r}: use development, test or production")
+PRODUCTION = MCPPLAT_ENV == "production"
+if PRODUCTION and (missing := env.missing_for_production()):
+    raise ImproperlyConfigured(
+        f"production mode needs {', '.join(missing)}: set {'it' if len(missing) == 1 else 'them'} in the "
+        "environment (see the configuration table in README.md)"
+    )
+
+VAR_PATHS = embedded.paths(env.get_str("VAR_DIR"))
+VAR_DIR = VAR_PATHS.var
+
+
+def _dev_secret_key() -> str:
+    """A per-checkout key kept under var/, so sessions survive restarts without anyone choosing one."""
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env.get("SECRET_KEY") or _dev_secret_key()
+DEBUG = env.get_bool("DEBUG")
+ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS")
+CSRF_TRUSTED_ORIGINS = env.get_list("CSRF_TRUSTED_ORIGINS")
+
+# ------------------------------------------------------------------------------------- applications
+INSTALLED_APPS = [
+    "daphne",
+    "django_dramatiq",  # before our apps: it configures the broker our actors bind to
+    "apps.accounts.admin_apps.PlatformAdminConfig",  # the OTP admin site instead of django.contrib.admin
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "apps.common",
+    "apps.accounts",
+    "apps.gateway",
+    # -- apps added by capability work go below, one line each --
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mcpplat.urls"
+ASGI_APPLICATION = "mcpplat.asgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# -------------------------------------------------------------------------------------------- data
+
+
+def _database_from_url(url: str) -> dict[str, object]:
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"} or not parts.path.strip("/"):
+        raise ImproperlyConfigured(
+            f"DATABASE_URL: cannot use {parts.scheme or url!r}: expected postgres://user:password@host:5432/name"
+        )
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    try:
+        port = str(parts.port or 5432)
+    except ValueError:
+        raise ImproperlyConfigured("DATABASE_URL: the port is not a number") from None
+    return {
+        "HOST": unquote(parts.hostname or ""),
+        "PORT": port,
+        "NAME": unquote(parts.path.lstrip("/")),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "OPTIONS_EXTRA": query,
+    }
+
+
+USE_EMBEDDED_DB = not env.is_set("DATABASE_URL")
+USE_EMBEDDED_REDIS = not env.is_set("REDIS_URL")
+_management_only = len(sys.argv) > 1 and sys.argv[1] in {"embedded", "help", "env_table"}
+if (USE_EMBEDDED_DB or USE_EMBEDDED_REDIS) and not _management_only:
+    try:
+        embedded.ensure_started(VAR_PATHS, postgres=USE_EMBEDDED_DB, redis=USE_EMBEDDED_REDIS)
+    except embedded.EmbeddedError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+
+_db = embedded.database_settings(VAR_PATHS) if USE_EMBEDDED_DB else _database_from_url(env.get_str("DATABASE_URL"))
+_db_extra = dict(_db.pop("OPTIONS_EXTRA", {}) or {})  # type: ignore[call-overload]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        **_db,
+        "CONN_MAX_AGE": 0,  # the pool keeps connections; Django's persistent connections are wrong under ASGI
+        "OPTIONS": {
+            **_db_extra,
+            "pool": {"min_size": 1, "max_size": env.get_int("DB_POOL_MAX_SIZE"), "timeout": 10},
+        },
+        "TEST": {"NAME": "test_mcpplat"},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = embedded.redis_url(VAR_PATHS) if USE_EMBEDDED_REDIS else env.get_str("REDIS_URL")
+DRAMATIQ_BROKER_URL = env.get("DRAMATIQ_BROKER_URL") or REDIS_URL
+
+_broker_scheme = urlsplit(DRAMATIQ_BROKER_URL).scheme
+if _broker_scheme in {"redis", "rediss", "unix"}:
+    _broker_class = "dramatiq.brokers.redis.RedisBroker"
+elif _broker_scheme in {"amqp", "amqps"}:
+    _broker_class = "dramatiq.brokers.rabbitmq.RabbitmqBroker"
+else:
+    raise ImproperlyConfigured(
+        f"DRAMATIQ_BROKER_URL: unsupported scheme {_broker_scheme!r}: use redis://, rediss://, unix:// or amqp://"
+    )
+DRAMATIQ_BROKER = {
+    "BROKER": _broker_class,
+    "OPTIONS": {"url": DRAMATIQ_BROKER_URL},
+    "MIDDLEWARE": [
+        "dramatiq.middleware.AgeLimit",
+        "dramatiq.middleware.TimeLimit",
+        "dramatiq.middleware.Callbacks",
+        "dramatiq.middleware.Pipelines",
+        "dramatiq.middleware.Retries",
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+    ],
+}
+DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
+# One queue per capability (docs/queues.md); `make run` starts a worker pool for each.
+DRAMATIQ_QUEUES = ["default", "browser", "sandbox", "memory", "maintenance"]
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "mcpplat:channels"},
+    }
+}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+# ------------------------------------------------------------------------------------- auth & admin
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+OTP_TOTP_ISSUER = "mcpplat"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {"TITLE": "mcpplat API", "VERSION": "0.1.0", "SERVE_INCLUDE_SCHEMA": False}
+
+# -------------------------------------------------------------------------------------- i18n/static
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+
+# ------------------------------------------------------------------------------------ observability
+LOG_LEVEL = env.get_str("LOG_LEVEL").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "mcpplat.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": env.get_str("LOG_FORMAT")}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+if env.get_str("LOG_FORMAT") not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={env.get_str('LOG_FORMAT')!r}: use text or json")
+
+if SENTRY_DSN := env.get("SENTRY_DSN"):
+    # Before django_dramatiq builds the broker: the Dramatiq integration patches Broker.__init__.
+    import sentry_sdk
+    from sentry_sdk.integrations.django import DjangoIntegration
+    from sentry_sdk.integrations.dramatiq import DramatiqIntegration
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        environment=MCPPLAT_ENV,
+        integrations=[DjangoIntegration(), DramatiqIntegration()],
+        send_default_pii=False,
+    )
