@@ -57,4 +57,6 @@ def platform_processes(*, bind: str, port: int) -> list[Process]:
                 ],
             )
         )
+    # The one scheduler (apps/runs/scheduler.py): sends periodic maintenance actors; standby if another leads.
+    processes.append(Process("scheduler", [python, manage, "run_scheduler"]))
     return processes

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -8,6 +12,7 @@ from django.db import connection
 
 from apps.accounts.principal import Principal
 from apps.runs.tests import tools_fixture  # noqa: F401  (registers the test tools in this process)
+from conftest import ROOT
 
 FAST_RUNTIME_ENV = {
     "RUNS_EXTRA_TOOL_MODULES": "apps.runs.tests.tools_fixture",
@@ -51,3 +56,47 @@ def job_worker(runtime_env: None, start_worker: Callable[..., Any]) -> Callable[
         return start_worker(*(queues or ("default",)), threads=threads, db_name=connection.settings_dict["NAME"])
 
     return start
+
+
+@pytest.fixture(scope="module")
+def shared_worker(django_db_setup: None, django_db_blocker: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """One real worker (default + maintenance queues) for a whole test module: starting one costs seconds.
+
+    The root `start_worker` fixture is per test; this one mirrors its command line at module scope.
+    """
+    with django_db_blocker.unblock():
+        db_name = connection.settings_dict["NAME"]
+    env = {
+        **os.environ,
+        **FAST_RUNTIME_ENV,
+        "DJANGO_SETTINGS_MODULE": "mcpplat.settings.test",
+        "dramatiq_worker_timeout": "20",
+        "MCPPLAT_TEST_WORKER_DB": db_name,
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "rundramatiq",
+            "--processes",
+            "1",
+            "--threads",
+            "4",
+            "--queues",
+            "default",
+            "maintenance",
+            "--worker-shutdown-timeout",
+            "5000",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    yield proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

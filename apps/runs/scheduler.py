@@ -1,0 +1,94 @@
+"""The periodic-work table and the loop behind `manage.py run_scheduler` (one process per deployment).
+
+Apps register periodic actors with `every(seconds)(actor)` in their `actors.py` (django_dramatiq imports those
+modules at start-up). The scheduler only *sends* messages; maintenance workers do the work, so a slow sweep never
+delays the clock. A Redis lease makes a second scheduler a standby instead of a duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dramatiq
+import redis
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+LEADER_KEY = "mcpplat:scheduler:leader"
+
+
+@dataclass(frozen=True)
+class Periodic:
+    name: str
+    every_s: float
+    send: Callable[[], object]
+
+
+SCHEDULE: dict[str, Periodic] = {}
+
+
+def every(seconds: float) -> Callable[[dramatiq.Actor], dramatiq.Actor]:
+    """Send this (argument-less) actor every `seconds`. A message older than 5 periods is dropped (AgeLimit),
+    so a stopped maintenance pool does not come back to a pile of sweeps."""
+
+    def register(actor: dramatiq.Actor) -> dramatiq.Actor:
+        max_age = int(max(seconds * 5, 10) * 1000)
+        SCHEDULE[actor.actor_name] = Periodic(
+            actor.actor_name, float(seconds), lambda: actor.send_with_options(max_age=max_age)
+        )
+        return actor
+
+    return register
+
+
+def run_forever(stop: threading.Event, *, tick_s: float = 0.1) -> None:
+    """Send each periodic actor when due while this process holds the leader lease; return when `stop` is set."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    lease_ms = int(max(5.0, 3 * max((p.every_s for p in SCHEDULE.values()), default=1.0)) * 1000)
+    due = dict.fromkeys(SCHEDULE, 0.0)
+    leader = False
+    log.info("scheduler %s: %s", me, ", ".join(f"{p.name} every {p.every_s:g} s" for p in SCHEDULE.values()))
+    while not stop.is_set():
+        try:
+            leader = _hold_lease(client, me, lease_ms)
+        except redis.RedisError as exc:
+            log.warning("scheduler: Redis unavailable (%s); retrying", exc)
+            leader = False
+        if leader:
+            now = time.monotonic()
+            for name, periodic in SCHEDULE.items():
+                if now >= due[name]:
+                    try:
+                        periodic.send()
+                    except Exception:
+                        log.exception("scheduler: could not send %s", name)
+                    due[name] = now + periodic.every_s
+        stop.wait(tick_s if leader else lease_ms / 3000)
+    if leader:
+        _release(client, me)
+
+
+def _hold_lease(client: redis.Redis, me: str, lease_ms: int) -> bool:
+    if client.set(LEADER_KEY, me, nx=True, px=lease_ms):
+        return True
+    holder = client.get(LEADER_KEY)
+    if holder == me.encode():
+        client.pexpire(LEADER_KEY, lease_ms)
+        return True
+    return False
+
+
+def _release(client: redis.Redis, me: str) -> None:
+    try:
+        if client.get(LEADER_KEY) == me.encode():
+            client.delete(LEADER_KEY)
+    except redis.RedisError:
+        pass
