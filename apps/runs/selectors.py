@@ -101,3 +101,16 @@ def run_events(run_id: object, *, after_seq: int, limit: int = RUN_EVENTS_PAGE) 
     if after_seq < 0:
         raise ToolError("invalid_params", "after_seq: give 0 (from the start) or the last seq you received")
     return list(RunEvent.objects.filter(run_id=run_id, seq__gt=after_seq).order_by("seq")[:limit])
+
+
+def staff_principal(user: Any) -> Principal:
+    """The principal a staff member acts as in the admin and the staff REST API (already checked: is_staff)."""
+    return Principal(
+        id=f"user:{user.pk}",
+        kind="user",
+        name=user.get_username(),
+        identity_source="session",
+        roles=frozenset({"staff"}),
+        grants=frozenset({MANAGE_PERMISSION}),
+        user_id=user.pk,
+    )
