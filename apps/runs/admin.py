@@ -67,11 +67,11 @@ class JobAdmin(admin.ModelAdmin):
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         principal = selectors.staff_principal(request.user)
         done = 0
-        for job in queryset.filter(state__in=ACTIVE_JOB_STATES):
+        for active in queryset.filter(state__in=ACTIVE_JOB_STATES):
             job = services.job_cancel(
-                job_id=job.pk, principal=principal, reason=f"cancelled in the admin by {principal.name}"
+                job_id=active.pk, principal=principal, reason=f"cancelled in the admin by {principal.name}"
             )
-            done += not job.cancel_was_noop
+            done += not job.cancel_was_noop  # type: ignore[attr-defined]
         skipped = queryset.count() - done
         self.message_user(request, f"{done} job(s) cancelled; {skipped} already finished (left unchanged).")
 
