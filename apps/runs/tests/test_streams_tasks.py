@@ -119,7 +119,8 @@ def test_jobs_map_to_mcp_task_status(state_after, status, alice, settings):
         60_000,
         750,
     )
-    assert legacy["createdAt"].endswith("Z") and legacy["lastUpdatedAt"].endswith("Z")
+    assert legacy["createdAt"].endswith("Z")
+    assert legacy["lastUpdatedAt"].endswith("Z")
     assert ("result" in modern) == (status != "working")
     if status == "completed":
         assert modern["result"]["structuredContent"] == {"echo": {"key": "m"}}
