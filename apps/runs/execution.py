@@ -14,9 +14,8 @@ from collections.abc import Generator
 from typing import Any
 
 import redis
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import OperationalError, close_old_connections, connections
+from django.db import OperationalError, connections
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from apps.accounts.principal import Principal
@@ -81,13 +80,11 @@ class WorkerToolContext(ToolContext):
         except RuntimeError:  # sync handler: write now; the returned awaitable is already done
             self._write(kind, payload)
             return _Done()
-        return sync_to_async(self._write, thread_sensitive=False)(kind, payload)
+        return events.db_call(self._write)(kind, payload)
 
     def _write(self, kind: str, payload: dict[str, Any]) -> None:
         if events.job_event_emit(job_id=self.job_id, kind=kind, payload=payload) is None:
             self._cancel.set()  # the job ended (cancelled, say): tell the handler to stop
-        if threading.current_thread() is not threading.main_thread():
-            close_old_connections()
 
 
 class _Watcher(threading.Thread):

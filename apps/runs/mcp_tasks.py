@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from asgiref.sync import sync_to_async
-
 from apps.accounts.principal import Principal
 from apps.gateway.registry import ToolError
-from apps.runs import selectors, services, streams
+from apps.runs import events, selectors, services, streams
 from apps.runs.models import Job, JobState
 
 Era = Literal["2025-11-25", "2026-07-28"]
@@ -121,12 +119,12 @@ def task_get(task_id: object, principal: Principal, *, era: Era) -> dict[str, An
 
 async def task_result(task_id: object, principal: Principal) -> dict[str, Any]:
     """2025-11-25 `tasks/result`: waits until the task is terminal, then returns its CallToolResult."""
-    job = await sync_to_async(_job, thread_sensitive=False)(task_id, principal)
+    job = await events.db_call(_job)(task_id, principal)
     if not job.is_terminal:
         async for event in streams.job_events(str(job.pk), after=str(job.last_event_seq)):
             if event.is_terminal:
                 break
-        job = await sync_to_async(_job, thread_sensitive=False)(task_id, principal)
+        job = await events.db_call(_job)(task_id, principal)
     return tool_result_from_job(job)
 
 

@@ -7,6 +7,7 @@ State changes go through `services.job_transition` / the run services only; the 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -192,6 +193,12 @@ class JobEvent(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.kind in TERMINAL_EVENT_KINDS
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """Alias of `payload` (what the gateway reads): progress → {progress, total?, message?};
+        result → {state, result}; error → {state, code, message, data}; cancelled → {state, code, message, reason}."""
+        return self.payload
 
 
 class DeadLetter(models.Model):

@@ -256,11 +256,11 @@ def job_fail(*, job_id: str, claim: str, error: dict[str, Any], retryable: bool,
                 raise JobStateError(job, "failed", "the claim was taken over")
             if timed_out:
                 return job_transition(
-                    job_id=job_id, to=JobState.TIMED_OUT, claim=claim, error=error, event_payload={"error": error}
+                    job_id=job_id, to=JobState.TIMED_OUT, claim=claim, error=error, event_payload=_error_event(error)
                 )
             if not retryable:
                 return job_transition(
-                    job_id=job_id, to=JobState.FAILED, claim=claim, error=error, event_payload={"error": error}
+                    job_id=job_id, to=JobState.FAILED, claim=claim, error=error, event_payload=_error_event(error)
                 )
             if job.attempts <= job.max_retries:
                 return _schedule_retry(job, error=error, claim=claim)
@@ -268,6 +268,15 @@ def job_fail(*, job_id: str, claim: str, error: dict[str, Any], retryable: bool,
     except JobStateError as exc:
         log.info("job %s: failure of a superseded execution discarded (%s)", job_id, exc.message)
         return None
+
+
+def _error_event(error: dict[str, Any]) -> dict[str, Any]:
+    """Terminal error event payload: `code`, `message`, `data` at the top, as a tool error result needs them."""
+    return {
+        "code": error.get("code", "internal_error"),
+        "message": error.get("message", ""),
+        "data": error.get("data", {}),
+    }
 
 
 def retry_delay_ms(attempt: int) -> int:
@@ -292,7 +301,7 @@ def _schedule_retry(job: Job, *, error: dict[str, Any], claim: str | None) -> Jo
 
 def _dead_letter(job: Job, *, error: dict[str, Any], claim: str | None) -> Job:
     job = job_transition(
-        job_id=job.pk, to=JobState.DEAD_LETTERED, claim=claim, error=error, event_payload={"error": error}
+        job_id=job.pk, to=JobState.DEAD_LETTERED, claim=claim, error=error, event_payload=_error_event(error)
     )
     DeadLetter.objects.create(job=job, error=error, attempts=job.attempts)
     log.warning("job %s (%s) dead-lettered after %s attempts: %s", job.pk, job.tool, job.attempts, error)
@@ -371,7 +380,7 @@ def _job_cancel(*, job: Job, reason: str) -> Job:
             to=JobState.CANCELLED,
             cancel_requested_at=timezone.now(),
             cancel_reason=reason[:500],
-            event_payload={"reason": reason},
+            event_payload={"code": "cancelled", "message": reason, "data": {}, "reason": reason},
         )
     except JobStateError:  # finished meanwhile
         job = Job.objects.get(pk=job.pk)

@@ -15,7 +15,6 @@ from datetime import datetime
 
 import redis
 import redis.asyncio as aredis
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from apps.gateway.registry import ToolError
@@ -56,7 +55,7 @@ def _pg_after(job_id: str, cursor: int) -> list[JobEvent] | None:
     return selectors.job_events_after(job_id, cursor)
 
 
-_pg_after_async = sync_to_async(_pg_after, thread_sensitive=False)
+_pg_after_async = events.db_call(_pg_after)
 
 
 def _from_entry(job_id: str, seq: int, fields: dict[bytes, bytes]) -> JobEvent:
@@ -123,7 +122,7 @@ def _run_page(run_id: str, cursor: int) -> tuple[list[RunEvent], bool]:
 async def run_events(run_id: str, *, after_seq: int = 0, poll_s: float = 0.5) -> AsyncIterator[RunEvent]:
     """A run's events after `after_seq` from Postgres (the run log's only store), following the run until it ends."""
     cursor = after_seq
-    page_async = sync_to_async(_run_page, thread_sensitive=False)
+    page_async = events.db_call(_run_page)
     while True:
         page, active = await page_async(str(run_id), cursor)
         for event in page:
