@@ -78,9 +78,9 @@ def run_event_append(*, run_id: object, kind: str, payload: dict[str, Any], job_
 
 
 def job_event_append(*, job: Job, kind: str, payload: dict[str, Any]) -> JobEvent:
-    """Append an event to a job whose row the caller holds locked (state transitions). Must run in a transaction."""
+    """Append an event to a job whose row the caller holds locked and saves afterwards with `last_event_seq`
+    among its update_fields (state transitions). Must run in a transaction."""
     job.last_event_seq += 1
-    Job.objects.filter(pk=job.pk).update(last_event_seq=job.last_event_seq)
     return _store(job_id=job.pk, run_id=job.run_id, tool=job.tool, seq=job.last_event_seq, kind=kind, payload=payload)
 
 

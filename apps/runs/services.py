@@ -171,13 +171,26 @@ def job_transition(
     Writes the matching job event (terminal kinds for terminal states, `state` otherwise) in the same transaction.
     """
     job = Job.objects.select_for_update().get(pk=job_id)
+    return _transition_locked(job, to=to, claim=claim, event_kind=event_kind, event_payload=event_payload, **changes)
+
+
+def _transition_locked(
+    job: Job,
+    *,
+    to: str,
+    claim: str | None = None,
+    event_kind: str | None = None,
+    event_payload: dict[str, Any] | None = None,
+    **changes: Any,
+) -> Job:
+    """job_transition for a row the caller already holds locked (saves a second SELECT … FOR UPDATE)."""
     if to not in JOB_TRANSITIONS[job.state]:
         raise JobStateError(job, to)
     if claim is not None and job.worker_id != claim:
         raise JobStateError(job, to, "the claim was taken over")
     now = timezone.now()
     job.state = to
-    fields = {"state", "updated_at"}
+    fields = {"state", "updated_at", "last_event_seq"}
     for name, value in changes.items():
         setattr(job, name, value)
         fields.add(name)
@@ -188,10 +201,9 @@ def job_transition(
     if to in TERMINAL_JOB_STATES:
         job.finished_at = now
         fields.add("finished_at")
-    job.save(update_fields=sorted(fields))
     kind = event_kind or _default_event_kind(to)
-    payload = {"state": to, **(event_payload or {})}
-    events.job_event_append(job=job, kind=kind, payload=payload)
+    events.job_event_append(job=job, kind=kind, payload={"state": to, **(event_payload or {})})
+    job.save(update_fields=sorted(fields))
     return job
 
 
@@ -219,8 +231,8 @@ def job_claim(*, job_id: str, worker_id: str) -> Job | None:
         if job.state not in (JobState.QUEUED, JobState.RETRYING):
             log.info("job %s is %s: duplicate message ignored", job_id, job.state)
             return None
-        return job_transition(
-            job_id=job.pk,
+        return _transition_locked(
+            job,
             to=JobState.RUNNING,
             attempts=job.attempts + 1,
             worker_id=worker_id,
@@ -255,12 +267,12 @@ def job_fail(*, job_id: str, claim: str, error: dict[str, Any], retryable: bool,
             if job.state != JobState.RUNNING or job.worker_id != claim:
                 raise JobStateError(job, "failed", "the claim was taken over")
             if timed_out:
-                return job_transition(
-                    job_id=job_id, to=JobState.TIMED_OUT, claim=claim, error=error, event_payload=_error_event(error)
+                return _transition_locked(
+                    job, to=JobState.TIMED_OUT, claim=claim, error=error, event_payload=_error_event(error)
                 )
             if not retryable:
-                return job_transition(
-                    job_id=job_id, to=JobState.FAILED, claim=claim, error=error, event_payload=_error_event(error)
+                return _transition_locked(
+                    job, to=JobState.FAILED, claim=claim, error=error, event_payload=_error_event(error)
                 )
             if job.attempts <= job.max_retries:
                 return _schedule_retry(job, error=error, claim=claim)
@@ -287,8 +299,8 @@ def retry_delay_ms(attempt: int) -> int:
 
 def _schedule_retry(job: Job, *, error: dict[str, Any], claim: str | None) -> Job:
     delay_ms = retry_delay_ms(job.attempts)
-    job = job_transition(
-        job_id=job.pk,
+    job = _transition_locked(
+        job,
         to=JobState.RETRYING,
         claim=claim,
         error=error,
@@ -300,8 +312,8 @@ def _schedule_retry(job: Job, *, error: dict[str, Any], claim: str | None) -> Jo
 
 
 def _dead_letter(job: Job, *, error: dict[str, Any], claim: str | None) -> Job:
-    job = job_transition(
-        job_id=job.pk, to=JobState.DEAD_LETTERED, claim=claim, error=error, event_payload=_error_event(error)
+    job = _transition_locked(
+        job, to=JobState.DEAD_LETTERED, claim=claim, error=error, event_payload=_error_event(error)
     )
     DeadLetter.objects.create(job=job, error=error, attempts=job.attempts)
     log.warning("job %s (%s) dead-lettered after %s attempts: %s", job.pk, job.tool, job.attempts, error)
@@ -326,14 +338,13 @@ def _recover_lost(job: Job) -> Job:
         job.lost_count = lost
         Job.objects.filter(pk=job.pk).update(lost_count=lost)
         return _dead_letter(job, error=error, claim=None)
-    job.lost_count = lost
-    Job.objects.filter(pk=job.pk).update(lost_count=lost)
-    job = job_transition(
-        job_id=job.pk,
+    job = _transition_locked(
+        job,
         to=JobState.RETRYING,
         error=error,
         next_attempt_at=timezone.now(),
         worker_id="",
+        lost_count=lost,
         event_payload={"error": error, "attempt": job.attempts, "retry_in_ms": 0},
     )
     transaction.on_commit(partial(_enqueue, job.pk, job.queue, job.timeout_s))

@@ -23,6 +23,7 @@ from apps.runs.models import TERMINAL_EVENT_KINDS, Job, JobEvent, Run, RunEvent,
 
 # Longest XREAD BLOCK; after each empty wait Postgres is checked, so a lost Redis costs at most this much delay.
 BLOCK_MS = 1000
+FIRST_BLOCK_MS = 50
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = weakref.WeakKeyDictionary()
 
 
@@ -76,13 +77,15 @@ async def job_events(job_id: str, *, after: str | None = None) -> AsyncIterator[
     job_id = str(job_id)
     cursor = parse_cursor(after)
     key = events.stream_key(job_id)
-    block: int | None = None  # the first read does not wait: a finished job with an expired stream answers at once
+    # The first wait is short: a fresh job's first event is a few ms away, and a finished job whose stream expired
+    # should answer from Postgres quickly; later waits are long (Postgres is checked after each empty one).
+    block = FIRST_BLOCK_MS
     while True:
         try:
             response = await _client().xread({key: f"0-{cursor}"}, count=100, block=block)
         except (redis.RedisError, OSError):
             response = None
-            await asyncio.sleep(BLOCK_MS / 1000 if block else 0)
+            await asyncio.sleep(block / 1000)
         entries = response[0][1] if response else []
         if not entries:
             stored = await _pg_after_async(job_id, cursor)
