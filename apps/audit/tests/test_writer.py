@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -94,7 +95,7 @@ def test_group_commit_writes_every_concurrent_event_into_one_chain(db):
     assert len(rows) == 300
     assert {r.request_id for r in rows} == {f"burst-{n}" for n in range(300)}
     assert [r.sequence for r in rows] == list(range(before + 1, before + 301))
-    for previous, row in zip(rows, rows[1:], strict=False):
+    for previous, row in pairwise(rows):
         assert row.prev_hash == previous.hash
         assert row.hash == row_hash(row.__dict__)
 
@@ -122,4 +123,4 @@ def test_two_writers_on_separate_connections_keep_one_chain(db):
     rows = list(AuditEvent.objects.filter(sequence__gt=before).order_by("sequence"))
     assert len(rows) == 200
     assert [r.sequence for r in rows] == list(range(before + 1, before + 201))
-    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in pairwise(rows))
