@@ -1,4 +1,4 @@
-"""The role × tool matrix (Saleor's four-role pattern): anonymous, no role, and each catalog role."""
+"""The role x tool matrix (Saleor's four-role pattern): anonymous, no role, and each catalog role."""
 
 from __future__ import annotations
 
