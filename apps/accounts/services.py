@@ -32,6 +32,7 @@ __all__ = [
     "role_bind",
     "role_catalog_seed",
     "role_grants_for",
+    "service_account_deactivate",
     "service_account_ensure",
 ]
 
@@ -78,6 +79,17 @@ def service_account_ensure(
         _audit("service_account_create", by=by, detail={"service_account": name})
     for role in roles or []:
         role_bind(role=role, service_account=account, by=by)
+    return account
+
+
+@transaction.atomic
+def service_account_deactivate(*, account: ServiceAccount, by: AbstractBaseUser | None = None) -> ServiceAccount:
+    """Its tokens stop working: at once in this process, within TOKEN_CACHE_SECONDS elsewhere."""
+    if account.is_active:
+        account.is_active = False
+        account.save(update_fields=["is_active"])
+        _audit("service_account_deactivate", by=by, detail={"service_account": account.name})
+    transaction.on_commit(identity_cache_clear)
     return account
 
 
