@@ -202,7 +202,7 @@ class _Jwks:
         self.lock = asyncio.Lock()
 
     async def key(self, kid: str | None) -> jwt.PyJWK:
-        source = settings.OAUTH_JWKS_URL
+        source: str = settings.OAUTH_JWKS_URL or ""
         fresh = time.monotonic() - self.fetched_at < settings.OAUTH_JWKS_CACHE_SECONDS
         if source != self.source or not fresh or (kid not in self.keys and self._may_refetch()):
             async with self.lock:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.db.models import Q, QuerySet
 
 from apps.accounts.models import ApiToken, Role, RoleBinding, ServiceAccount
@@ -133,5 +133,5 @@ def user_for_login(login: str) -> AbstractBaseUser | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-def api_tokens_of(*, user: AbstractBaseUser | None = None, account: ServiceAccount | None = None) -> QuerySet[ApiToken]:
+def api_tokens_of(*, user: User | None = None, account: ServiceAccount | None = None) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=user) if user is not None else ApiToken.objects.filter(service_account=account)

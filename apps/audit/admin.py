@@ -60,24 +60,8 @@ class ReadOnly(admin.ModelAdmin):
         return False
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnly):
-    list_display = [
-        "sequence",
-        "created_at",
-        "principal_id",
-        "identity_source",
-        "method",
-        "tool",
-        "outcome",
-        "error_code",
-        "latency_ms",
-    ]
-    list_filter = ["outcome", "identity_source", "method"]
-    search_fields = ["=principal_id", "=tool", "=request_id", "=trace_id", "=session_id", "=error_code"]
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
-    fields = [
+_EVENT_FIELDS = tuple(
+    [
         "sequence",
         "created_at",
         "principal_id",
@@ -101,7 +85,28 @@ class AuditEventAdmin(ReadOnly):
         "prev_hash",
         "hash",
     ]
-    readonly_fields = fields
+)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnly):
+    list_display = [
+        "sequence",
+        "created_at",
+        "principal_id",
+        "identity_source",
+        "method",
+        "tool",
+        "outcome",
+        "error_code",
+        "latency_ms",
+    ]
+    list_filter = ["outcome", "identity_source", "method"]
+    search_fields = ["=principal_id", "=tool", "=request_id", "=trace_id", "=session_id", "=error_code"]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    fields = _EVENT_FIELDS
+    readonly_fields = _EVENT_FIELDS
 
     @admin.display(description="arguments (redacted)")
     def arguments_table(self, event: AuditEvent) -> Any:

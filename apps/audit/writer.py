@@ -71,8 +71,8 @@ class AuditWriteError(RuntimeError):
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(AuditRecord))
-_MAX_LENGTHS = {
-    f.name: f.max_length for f in AuditEvent._meta.get_fields() if getattr(f, "max_length", None) is not None
+_MAX_LENGTHS: dict[str, int] = {
+    f.name: f.max_length for f in AuditEvent._meta.concrete_fields if f.max_length is not None
 }
 
 
