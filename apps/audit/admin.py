@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
+from apps.audit.chain import COLUMNS
 from apps.audit.models import AuditDigest, AuditEvent
 
 
@@ -60,32 +61,8 @@ class ReadOnly(admin.ModelAdmin):
         return False
 
 
-_EVENT_FIELDS = tuple(
-    [
-        "sequence",
-        "created_at",
-        "principal_id",
-        "identity_source",
-        "credential_id",
-        "method",
-        "tool",
-        "arguments_table",
-        "arguments_digest",
-        "outcome",
-        "error_code",
-        "latency_ms",
-        "request_id",
-        "trace_id",
-        "session_id",
-        "client_host",
-        "protocol_version",
-        "run_id",
-        "job_id",
-        "detail_table",
-        "prev_hash",
-        "hash",
-    ]
-)
+# Every column, in chain order, with the JSON ones shown as tables.
+_EVENT_FIELDS = (*({"arguments": "arguments_table", "detail": "detail_table"}.get(c, c) for c in COLUMNS), "hash")
 
 
 @admin.register(AuditEvent)
