@@ -159,7 +159,13 @@ VARIABLES: tuple[Var, ...] = (
         True,
     ),
     Var("AUDIT_BATCH_MAX", "256", "Most audit events written in one group commit.", False),
-    Var("AUDIT_BATCH_WAIT_MS", "2", "How long the audit writer waits to fill a group commit (milliseconds).", False),
+    Var(
+        "AUDIT_BATCH_WAIT_MS",
+        "0",
+        "Extra time (ms) the audit writer lingers to fill a group commit under load. 0: batches form while the "
+        "previous commit is in flight, which adds no latency.",
+        False,
+    ),
     # -- end identity block --
 )
 
