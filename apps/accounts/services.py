@@ -145,7 +145,7 @@ def api_token_create(
     )
     token.full_clean()
     token.save()
-    _audit("api_token_create", by=by, detail={"token": token.prefix, "owner": token.owner, "name": name})
+    _audit("api_token_create", by=by, detail={"prefix": token.prefix, "owner": token.owner, "name": name})
     return IssuedToken(token=token, value=value)
 
 
@@ -155,7 +155,7 @@ def api_token_revoke(*, token: ApiToken, by: User | None = None) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
-        _audit("api_token_revoke", by=by, detail={"token": token.prefix, "owner": token.owner})
+        _audit("api_token_revoke", by=by, detail={"prefix": token.prefix, "owner": token.owner})
     transaction.on_commit(identity_cache_clear)
     return token
 

@@ -53,3 +53,32 @@ def test_first_contact_config_is_a_working_mcp_json(roles, django_user_model):
     assert server["type"] == "http"
     principal = authenticate_sync({"authorization": server["headers"]["Authorization"]})
     assert "admin" in principal.roles
+
+
+def test_account_changes_are_audited_after_commit(roles, django_capture_on_commit_callbacks):
+    from apps.accounts.services import api_token_create, service_account_ensure
+    from apps.audit.models import AuditEvent
+
+    # when a service account and a token are created
+    with django_capture_on_commit_callbacks(execute=True):
+        account = service_account_ensure(name="audited-bot", roles=["viewer"])
+        issued = api_token_create(name="ci", service_account=account)
+    # then each change is in the audit trail, naming the token by its prefix only
+    events = list(AuditEvent.objects.filter(method__startswith="accounts.").order_by("-sequence")[:3])
+    assert [e.method for e in events] == [
+        "accounts.api_token_create",
+        "accounts.role_bind",
+        "accounts.service_account_create",
+    ]
+    assert issued.token.prefix in events[0].detail
+    assert issued.value not in events[0].detail
+
+
+def test_audit_digest_command_signs_and_verifies(db, capsys):
+    from apps.audit.writer import AuditRecord, audit_record_sync
+
+    audit_record_sync(AuditRecord(method="tools/list", outcome="ok"))
+    call_command("audit_digest")
+    assert "signed audit head #" in capsys.readouterr().out
+    call_command("audit_digest", "--verify")
+    assert "audit digests ok" in capsys.readouterr().out
