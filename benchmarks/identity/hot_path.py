@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mcpplat.settings.test")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -56,8 +56,15 @@ async def bench_audit(concurrency: int, seconds: float = 3.0) -> None:
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             await audit_record(
-                AuditRecord(principal_id="service:bench", identity_source="api_token", method="tools/call",
-                            tool="task.list", arguments={"k": k, "n": n}, outcome="ok", latency_ms=1.0)
+                AuditRecord(
+                    principal_id="service:bench",
+                    identity_source="api_token",
+                    method="tools/call",
+                    tool="task.list",
+                    arguments={"k": k, "n": n},
+                    outcome="ok",
+                    latency_ms=1.0,
+                )
             )
             latencies.append((time.perf_counter() - started) * 1000)
             n += 1
@@ -67,8 +74,10 @@ async def bench_audit(concurrency: int, seconds: float = 3.0) -> None:
     elapsed = time.perf_counter() - started
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99) - 1]
-    print(f"audit_record, {concurrency:>3} concurrent callers: {len(latencies) / elapsed:,.0f} events/s, "
-          f"p50 {statistics.median(latencies):.2f} ms, p99 {p99:.2f} ms")
+    print(
+        f"audit_record, {concurrency:>3} concurrent callers: {len(latencies) / elapsed:,.0f} events/s, "
+        f"p50 {statistics.median(latencies):.2f} ms, p99 {p99:.2f} ms"
+    )
 
 
 async def main() -> None:
