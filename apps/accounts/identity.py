@@ -199,14 +199,12 @@ class _Jwks:
         self.source: str | None = None
         self.keys: dict[str | None, jwt.PyJWK] = {}
         self.fetched_at = 0.0
-        self.lock = asyncio.Lock()
 
     async def key(self, kid: str | None) -> jwt.PyJWK:
         source: str = settings.OAUTH_JWKS_URL or ""
         fresh = time.monotonic() - self.fetched_at < settings.OAUTH_JWKS_CACHE_SECONDS
         if source != self.source or not fresh or (kid not in self.keys and self._may_refetch()):
-            async with self.lock:
-                await self._load(source)
+            await self._load(source)  # concurrent refreshes may fetch twice: harmless, and no cross-loop lock
         key = self.keys.get(kid) or (next(iter(self.keys.values())) if kid is None and len(self.keys) == 1 else None)
         if key is None:
             raise unauthorized(f"the JWT's signing key (kid={kid!r}) is not in the issuer's JWKS")
