@@ -5,5 +5,6 @@ urlpatterns = [
     path("", include("apps.common.urls")),
     path("admin/", admin.site.urls),
     # -- app url includes go below, one line each --
+    path("", include("apps.accounts.urls")),
     path("api/", include("apps.runs.api.urls")),
 ]
