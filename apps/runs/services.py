@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.accounts.principal import Principal
+from apps.audit.writer import AuditRecord, audit_record_sync
 from apps.gateway.registry import Tool, ToolError
 from apps.runs import events
 from apps.runs.models import (
@@ -54,6 +55,30 @@ class JobStateError(ToolError):
             data={"job_id": str(job.pk), "state": job.state, "requested": to},
         )
         self.state = job.state
+
+
+def _audit(
+    action: str, *, principal: Principal | None, job_id: object = None, run_id: object = None, detail: dict[str, Any]
+) -> None:
+    """Record a people- or scheduler-driven change once it is committed (the gateway audits the tool call itself)."""
+    actor = (
+        {
+            "principal_id": principal.id,
+            "identity_source": principal.identity_source,
+            "credential_id": principal.credential_id,
+        }
+        if principal is not None
+        else {"principal_id": "internal:scheduler", "identity_source": "internal"}
+    )
+    record = AuditRecord(
+        method=f"runs.{action}",
+        outcome="ok",
+        job_id=str(job_id) if job_id else None,
+        run_id=str(run_id) if run_id else None,
+        detail=detail,
+        **actor,
+    )
+    transaction.on_commit(partial(audit_record_sync, record))
 
 
 def arguments_digest(tool_name: str, arguments: dict[str, Any]) -> str:
@@ -378,7 +403,17 @@ def job_cancel(*, job_id: object, principal: Principal, reason: str = "") -> Job
     from apps.runs.selectors import job_get
 
     job = job_get(job_id, principal)
-    return _job_cancel(job=job, reason=reason or f"cancelled by {principal.id}")
+    with transaction.atomic():
+        job = _job_cancel(job=job, reason=reason or f"cancelled by {principal.id}")
+        if not job.cancel_was_noop:  # type: ignore[attr-defined]
+            _audit(
+                "job_cancel",
+                principal=principal,
+                job_id=job.pk,
+                run_id=job.run_id,
+                detail={"reason": job.cancel_reason},
+            )
+    return job
 
 
 def _job_cancel(*, job: Job, reason: str) -> Job:
@@ -444,6 +479,7 @@ def dead_letter_replay(*, dead_letter_id: int, principal: Principal) -> Job:
     letter.replayed_job = job
     letter.save(update_fields=["replayed_at", "replayed_job"])
     transaction.on_commit(partial(_enqueue, job.pk, job.queue, job.timeout_s))
+    _audit("dead_letter_replay", principal=principal, job_id=job.pk, detail={"original_job": str(original.pk)})
     return job
 
 
@@ -505,6 +541,9 @@ def run_cancel(*, run_id: str, principal: Principal, reason: str = "") -> tuple[
         if run.state != RunState.ACTIVE:
             return run, []
         cancelled = _run_end(run, RunState.CANCELLED, reason=reason or f"run cancelled by {principal.id}")
+        _audit(
+            "run_cancel", principal=principal, run_id=run.pk, detail={"cancelled_jobs": [str(j.pk) for j in cancelled]}
+        )
     return run, cancelled
 
 
@@ -536,7 +575,10 @@ def run_expire_leases(*, limit: int = 100) -> list[str]:
             .order_by("lease_expires_at")[:limit]
         )
         for run in runs:
-            _run_end(run, RunState.EXPIRED, reason="run lease expired")
+            cancelled = _run_end(run, RunState.EXPIRED, reason="run lease expired")
+            _audit(
+                "run_expire", principal=None, run_id=run.pk, detail={"cancelled_jobs": [str(j.pk) for j in cancelled]}
+            )
             expired.append(str(run.pk))
     return expired
 
