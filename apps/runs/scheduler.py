@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,7 +52,7 @@ def every(seconds: float) -> Callable[[dramatiq.Actor], dramatiq.Actor]:
 def run_forever(stop: threading.Event, *, tick_s: float = 0.1) -> None:
     """Send each periodic actor when due while this process holds the leader lease; return when `stop` is set."""
     client = redis.Redis.from_url(settings.REDIS_URL)
-    me = f"{socket.gethostname()}:{os.getpid()}"
+    me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     lease_ms = int(max(5.0, 3 * max((p.every_s for p in SCHEDULE.values()), default=1.0)) * 1000)
     due = dict.fromkeys(SCHEDULE, 0.0)
     leader = False

@@ -127,3 +127,19 @@ async def async_progress(ctx: ToolContext, args: dict[str, Any]) -> dict[str, An
     for step in range(1, 4):
         await ctx.progress(step, 3)
     return {"done": True}
+
+
+@tool(
+    name="test.sleepy",
+    title="sleepy",
+    description="Sleeps cooperatively for up to 10 s; its limit is 0.5 s.",
+    input_schema=_OBJECT,
+    execution="queued",
+    queue="default",
+    timeout_s=0.5,
+)
+def sleepy(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not ctx.cancelled():
+        time.sleep(0.02)
+    return {"slept": True}
