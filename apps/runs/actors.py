@@ -27,12 +27,11 @@ def _job_execute(job_id: str) -> None:
 
 _job_actors: dict[str, dramatiq.Actor] = {
     queue: dramatiq.actor(
-        _job_execute,
         actor_name=f"job_execute.{queue}",
         queue_name=queue,
         max_retries=0,
         time_limit=JOB_ACTOR_TIME_LIMIT_MS,
-    )
+    )(_job_execute)
     for queue in settings.DRAMATIQ_QUEUES
 }
 

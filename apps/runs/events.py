@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from apps.runs.models import TERMINAL_JOB_STATES, Job, JobEvent, RunEvent
+from apps.runs.models import TERMINAL_JOB_STATES, Id, Job, JobEvent, RunEvent
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,15 @@ def db_call[**P, R](fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     return sync_to_async(call, thread_sensitive=False)
 
 
-def stream_key(job_id: object) -> str:
+def stream_key(job_id: Id) -> str:
     return f"mcpplat:job:{job_id}:events"
 
 
-def cancel_key(job_id: object) -> str:
+def cancel_key(job_id: Id) -> str:
     return f"mcpplat:job:{job_id}:cancel"
 
 
-def run_event_append(*, run_id: object, kind: str, payload: dict[str, Any], job_id: object | None = None) -> int:
+def run_event_append(*, run_id: Id, kind: str, payload: dict[str, Any], job_id: Id | None = None) -> int:
     """Append to a run's log and return its sequence number. Must run inside a transaction."""
     with connection.cursor() as cursor:
         cursor.execute(
@@ -84,7 +84,7 @@ def job_event_append(*, job: Job, kind: str, payload: dict[str, Any]) -> JobEven
     return _store(job_id=job.pk, run_id=job.run_id, tool=job.tool, seq=job.last_event_seq, kind=kind, payload=payload)
 
 
-def job_event_emit(*, job_id: object, kind: str, payload: dict[str, Any]) -> JobEvent | None:
+def job_event_emit(*, job_id: Id, kind: str, payload: dict[str, Any]) -> JobEvent | None:
     """Append a progress/log/heartbeat event from a running job; None when the job already ended.
 
     Takes only the counter row's lock for the length of one short transaction, so a worker never blocks
@@ -104,7 +104,7 @@ def job_event_emit(*, job_id: object, kind: str, payload: dict[str, Any]) -> Job
         return _store(job_id=job_id, run_id=run_id, tool=tool, seq=int(seq), kind=kind, payload=payload)
 
 
-def _store(*, job_id: object, run_id: object, tool: str, seq: int, kind: str, payload: dict[str, Any]) -> JobEvent:
+def _store(*, job_id: Id, run_id: Id | None, tool: str, seq: int, kind: str, payload: dict[str, Any]) -> JobEvent:
     event = JobEvent.objects.create(job_id=job_id, seq=seq, kind=kind, payload=payload)
     if run_id is not None and kind not in _NOT_MIRRORED:
         run_event_append(

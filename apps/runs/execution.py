@@ -48,6 +48,8 @@ class WorkerToolContext(ToolContext):
     """The ToolContext of a queued tool. `progress()`/`log()` write job events (Postgres + Redis stream);
     `cancelled()` is a memory read of a flag the watcher thread keeps current."""
 
+    job_id: str
+
     def __init__(self, job: Job, claim: str):
         self.principal = Principal.from_dict(job.principal)
         self.request_id = job.request_id
@@ -153,6 +155,7 @@ def job_execute(*, job_id: str) -> None:
     ctx = WorkerToolContext(job, claim)
     watcher = _Watcher(ctx, deadline=time.monotonic() + job.timeout_s)
     watcher.start()
+    result: Any
     try:
         if tool.is_async:
             result = asyncio.run(tool.handler(ctx, dict(job.arguments)))  # type: ignore[arg-type]

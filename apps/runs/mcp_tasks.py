@@ -13,7 +13,7 @@ from typing import Any, Literal
 from apps.accounts.principal import Principal
 from apps.gateway.registry import ToolError
 from apps.runs import events, selectors, services, streams
-from apps.runs.models import Job, JobState
+from apps.runs.models import Id, Job, JobState
 
 Era = Literal["2025-11-25", "2026-07-28"]
 INVALID_PARAMS = -32602
@@ -106,18 +106,18 @@ def tool_result_from_job(job: Job) -> dict[str, Any]:
     }
 
 
-def _job(task_id: object, principal: Principal) -> Job:
+def _job(task_id: Id, principal: Principal) -> Job:
     try:
         return selectors.job_get(task_id, principal)
     except ToolError as exc:
         raise TaskError(INVALID_PARAMS, f"unknown task {task_id!s}: {exc.message}") from None
 
 
-def task_get(task_id: object, principal: Principal, *, era: Era) -> dict[str, Any]:
+def task_get(task_id: Id, principal: Principal, *, era: Era) -> dict[str, Any]:
     return task_from_job(_job(task_id, principal), era=era)
 
 
-async def task_result(task_id: object, principal: Principal) -> dict[str, Any]:
+async def task_result(task_id: Id, principal: Principal) -> dict[str, Any]:
     """2025-11-25 `tasks/result`: waits until the task is terminal, then returns its CallToolResult."""
     job = await events.db_call(_job)(task_id, principal)
     if not job.is_terminal:
@@ -139,7 +139,7 @@ def task_list(principal: Principal, *, cursor: str | None, era: Era, limit: int 
     return page
 
 
-def task_cancel(task_id: object, principal: Principal, *, era: Era) -> dict[str, Any]:
+def task_cancel(task_id: Id, principal: Principal, *, era: Era) -> dict[str, Any]:
     """2025-11-25: a terminal task is an error (-32602) and the answer is the cancelled Task.
     2026-07-28: cancellation is cooperative and acknowledged with an empty result, even for a finished task."""
     job = _job(task_id, principal)
@@ -155,7 +155,7 @@ def task_cancel(task_id: object, principal: Principal, *, era: Era) -> dict[str,
     return {}
 
 
-def task_update(task_id: object, principal: Principal, *, input_responses: dict[str, Any] | None) -> dict[str, Any]:
+def task_update(task_id: Id, principal: Principal, *, input_responses: dict[str, Any] | None) -> dict[str, Any]:
     """2026-07-28 `tasks/update`: no queued tool asks for input yet, so no task is ever `input_required`."""
     job = _job(task_id, principal)
     raise TaskError(

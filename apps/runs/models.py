@@ -12,6 +12,9 @@ from typing import Any
 from django.db import models
 from django.db.models import Q
 
+# A job or run id as callers hold it (a UUID, or its text form).
+Id = uuid.UUID | str
+
 
 class JobState(models.TextChoices):
     QUEUED = "queued"

@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 
 from apps.accounts.principal import Principal
 from apps.gateway.registry import ToolError
-from apps.runs.models import Job, JobEvent, JobState, Run, RunEvent
+from apps.runs.models import Id, Job, JobEvent, JobState, Run, RunEvent
 
 MANAGE_PERMISSION = "runs.manage"
 RUN_EVENTS_PAGE = 1000
@@ -30,7 +30,7 @@ def _uuid(value: object, what: str) -> uuid.UUID | None:
         return None
 
 
-def job_get(job_id: object, principal: Principal) -> Job:
+def job_get(job_id: Id, principal: Principal) -> Job:
     """The job if `principal` may see it; ToolError("job_not_found") otherwise."""
     pk = _uuid(job_id, "job")
     job = Job.objects.filter(pk=pk).first() if pk else None
@@ -66,10 +66,11 @@ def job_list(
     """The principal's jobs, newest first, paginated by an opaque cursor (the last job's id)."""
     jobs: QuerySet[Job] = Job.objects.all() if can_manage(principal) else Job.objects.filter(principal_id=principal.id)
     if run_id:
-        jobs = jobs.filter(run_id=_uuid(run_id, "run"))
+        jobs = jobs.filter(run_id=_uuid(run_id, "run") or uuid.UUID(int=0))
     jobs = jobs.order_by("-created_at", "-id")
     if cursor:
-        anchor = Job.objects.filter(pk=_uuid(cursor, "job")).values("created_at", "id").first()
+        anchor_id = _uuid(cursor, "job")
+        anchor = Job.objects.filter(pk=anchor_id).values("created_at", "id").first() if anchor_id else None
         if anchor is None:
             raise ToolError("invalid_params", "cursor: not a cursor this server returned; start without one")
         jobs = jobs.filter(created_at__lte=anchor["created_at"]).exclude(
@@ -81,11 +82,11 @@ def job_list(
     return page, (str(page[-1].pk) if more else None)
 
 
-def job_events_after(job_id: object, after_seq: int) -> list[JobEvent]:
+def job_events_after(job_id: Id, after_seq: int) -> list[JobEvent]:
     return list(JobEvent.objects.filter(job_id=job_id, seq__gt=after_seq).order_by("seq"))
 
 
-def run_access(*, run_id: object, principal: Principal, lock: bool = False) -> Run:
+def run_access(*, run_id: Id, principal: Principal, lock: bool = False) -> Run:
     """The run if `principal` owns it (or manages runs); ToolError("run_not_found") otherwise.
     `lock=True` takes its row lock (caller is in a transaction)."""
     pk = _uuid(run_id, "run")
@@ -96,7 +97,7 @@ def run_access(*, run_id: object, principal: Principal, lock: bool = False) -> R
     return run
 
 
-def run_events(run_id: object, *, after_seq: int, limit: int = RUN_EVENTS_PAGE) -> list[RunEvent]:
+def run_events(run_id: Id, *, after_seq: int, limit: int = RUN_EVENTS_PAGE) -> list[RunEvent]:
     """Events of a run after `after_seq`, in order. A cursor at or beyond the end gives an empty list."""
     if after_seq < 0:
         raise ToolError("invalid_params", "after_seq: give 0 (from the start) or the last seq you received")

@@ -30,6 +30,7 @@ from apps.runs.models import (
     JOB_TRANSITIONS,
     TERMINAL_JOB_STATES,
     DeadLetter,
+    Id,
     Job,
     JobEventKind,
     JobState,
@@ -58,7 +59,12 @@ class JobStateError(ToolError):
 
 
 def _audit(
-    action: str, *, principal: Principal | None, job_id: object = None, run_id: object = None, detail: dict[str, Any]
+    action: str,
+    *,
+    principal: Principal | None,
+    job_id: Id | None = None,
+    run_id: Id | None = None,
+    detail: dict[str, Any],
 ) -> None:
     """Record a people- or scheduler-driven change once it is committed (the gateway audits the tool call itself)."""
     actor = (
@@ -171,7 +177,7 @@ def _idempotent_replay(job: Job, digest: str, key: str) -> Job:
     return job
 
 
-def _enqueue(job_id: object, queue: str, timeout_s: float, delay_ms: int | None = None) -> None:
+def _enqueue(job_id: Id, queue: str, timeout_s: float, delay_ms: int | None = None) -> None:
     from apps.runs.actors import job_execute_actor
 
     options: dict[str, Any] = {"time_limit": int(timeout_s * 1000) + 1000}
@@ -183,7 +189,7 @@ def _enqueue(job_id: object, queue: str, timeout_s: float, delay_ms: int | None 
 @transaction.atomic
 def job_transition(
     *,
-    job_id: object,
+    job_id: Id,
     to: str,
     claim: str | None = None,
     event_kind: str | None = None,
@@ -394,7 +400,7 @@ def job_recover_stale(*, limit: int = 100) -> list[str]:
     return recovered
 
 
-def job_cancel(*, job_id: object, principal: Principal, reason: str = "") -> Job:
+def job_cancel(*, job_id: Id, principal: Principal, reason: str = "") -> Job:
     """Cancel a job. A finished job is returned unchanged (a documented no-op, `job.cancel_was_noop` is True).
 
     A running job's worker sees the flag within RUNS_CANCEL_POLL_MS; its handler stops at its next
@@ -437,7 +443,7 @@ def _job_cancel(*, job: Job, reason: str) -> Job:
     return job
 
 
-def _raise_cancel_flag(job_id: object) -> None:
+def _raise_cancel_flag(job_id: Id) -> None:
     try:
         events.redis_client().set(events.cancel_key(job_id), "1", ex=86400)
     except redis.RedisError as exc:  # the worker's heartbeat still sees the cancelled state in Postgres

@@ -86,7 +86,7 @@ async def job_events(job_id: str, *, after: str | None = None) -> AsyncIterator[
         except (redis.RedisError, OSError):
             response = None
             await asyncio.sleep(block / 1000)
-        entries = response[0][1] if response else []
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = response[0][1] if response else []  # type: ignore[index,assignment]
         if not entries:
             stored = await _pg_after_async(job_id, cursor)
             if stored is None:
