@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import dramatiq
 import redis
 from django.conf import settings
+from django.utils.module_loading import autodiscover_modules
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ def every(seconds: float) -> Callable[[dramatiq.Actor], dramatiq.Actor]:
         return actor
 
     return register
+
+
+def load_schedule() -> dict[str, Periodic]:
+    """Import every app's actor modules (where `every(...)` registrations live), as `rundramatiq` does."""
+    autodiscover_modules(*settings.DRAMATIQ_AUTODISCOVER_MODULES)
+    return SCHEDULE
 
 
 def run_forever(stop: threading.Event, *, tick_s: float = 0.1) -> None:

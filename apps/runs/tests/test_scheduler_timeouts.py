@@ -47,3 +47,10 @@ def test_the_scheduler_sends_due_actors_and_a_second_one_stands_by(redis_client,
     # then only one of them sent: about one message per period, never two per period
     assert 4 <= len(sent) <= 7, sent
     assert redis_client.get(scheduler.LEADER_KEY) is None
+
+
+def test_the_scheduler_command_loads_every_apps_periodic_actors():
+    # when
+    schedule = scheduler.load_schedule()
+    # then
+    assert schedule["runs_sweep"].every_s == 1.0

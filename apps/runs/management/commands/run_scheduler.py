@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from apps.runs.scheduler import SCHEDULE, run_forever
+from apps.runs.scheduler import load_schedule, run_forever
 
 
 class Command(BaseCommand):
@@ -18,5 +18,8 @@ class Command(BaseCommand):
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        self.stdout.write(f"scheduler: {len(SCHEDULE)} periodic actor(s): {', '.join(sorted(SCHEDULE))}")
+        schedule = load_schedule()
+        listed = ", ".join(f"{p.name} every {p.every_s:g} s" for p in schedule.values())
+        self.stdout.write(f"scheduler: {len(schedule)} periodic actor(s): {listed}", ending="\n")
+        self.stdout.flush()
         run_forever(stop)
