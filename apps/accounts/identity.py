@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -122,6 +122,31 @@ def _remember(key: str, principal: Principal, ttl: float) -> None:
     _cache[key] = (time.monotonic() + ttl, principal)
 
 
+_inflight: dict[str, asyncio.Task[Principal]] = {}
+
+
+async def _verify_once(key: str, verify: Callable[[], Awaitable[tuple[Principal, float]]]) -> Principal:
+    """Verify a credential and cache the result; concurrent requests with the same credential share one
+    verification (when a popular token's cache entry lapses, the database sees one query, not one per request)."""
+    loop = asyncio.get_running_loop()
+    pending = _inflight.get(key)
+    if pending is not None and pending.get_loop() is loop:
+        return await asyncio.shield(pending)
+
+    async def run() -> Principal:
+        principal, ttl = await verify()
+        _remember(key, principal, ttl)
+        return principal
+
+    task = loop.create_task(run())
+    _inflight[key] = task
+    try:
+        return await asyncio.shield(task)
+    finally:
+        if _inflight.get(key) is task:
+            del _inflight[key]
+
+
 # -------------------------------------------------------------------------------------- entry point
 
 
@@ -139,13 +164,10 @@ async def authenticate(headers: Mapping[str, str], *, client_host: str | None) -
                 "the Authorization header must be 'Bearer <token>' (an mcpp_ API token or an OAuth access token)"
             )
         if credential.startswith(tokens.PREFIX):
-            principal, ttl = await sync_to_async(_api_token_principal)(credential)
-        elif credential.count(".") == 2:
-            principal, ttl = await _jwt_principal(credential)
-        else:
-            raise unauthorized("the bearer token is neither an mcpplat API token (mcpp_…) nor a JWT")
-        _remember(authorization, principal, ttl)
-        return principal
+            return await _verify_once(authorization, lambda: sync_to_async(_api_token_principal)(credential))
+        if credential.count(".") == 2:
+            return await _verify_once(authorization, lambda: _jwt_principal(credential))
+        raise unauthorized("the bearer token is neither an mcpplat API token (mcpp_…) nor a JWT")
     login = headers.get("tailscale-user-login")
     if login is not None:
         return await _tailnet_principal(login, client_host)
