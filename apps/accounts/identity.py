@@ -1,7 +1,9 @@
 """Who is calling: turn request headers into a Principal, or refuse with the right status and challenge.
 
 Order: a bearer credential (API token `mcpp_…` or an OAuth 2.1 JWT) when one is sent; otherwise Tailnet identity
-headers, believed only from `TAILNET_TRUSTED_PROXIES`. A verified credential is reused for `TOKEN_CACHE_SECONDS`
+headers, believed only from `TAILNET_TRUSTED_PROXIES`; otherwise, for a peer connecting from a tailnet address,
+tailscaled's LocalAPI `whois` (when `TAILSCALE_LOCALAPI_SOCKET` is set). Tailnet logins must match
+`TAILNET_ALLOWED_LOGINS` and a platform user. A verified credential is reused for `TOKEN_CACHE_SECONDS`
 without touching the database (the gateway's hot path), so a revocation takes effect within that time.
 """
 
