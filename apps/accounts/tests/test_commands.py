@@ -82,3 +82,11 @@ def test_audit_digest_command_signs_and_verifies(db, capsys):
     assert "signed audit head #" in capsys.readouterr().out
     call_command("audit_digest", "--verify")
     assert "audit digests ok" in capsys.readouterr().out
+
+
+def test_create_api_token_for_an_existing_user_binds_the_role_to_that_user(roles, django_user_model, capsys):
+    dave = django_user_model.objects.create_user("dave", "dave@example.com", "a-long-password-1")
+    call_command("create_api_token", "--user", "dave", "--role", "support")
+    principal = authenticate_sync(bearer(capsys.readouterr().out.strip()))
+    assert (principal.id, principal.roles) == (f"user:{dave.pk}", frozenset({"support"}))
+    assert not ServiceAccount.objects.filter(name="dave").exists()
