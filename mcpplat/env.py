@@ -91,21 +91,10 @@ VARIABLES: tuple[Var, ...] = (
     ),
     Var("MCP_MAX_BODY_BYTES", "4194304", "Largest `/mcp` request body accepted (bytes); bigger gets 413.", False),
     Var(
-        "MCP_RATE_LIMIT",
-        "600/60",
-        "Default token bucket per caller, `COUNT/SECONDS` (600/60 = 10 calls/s sustained, bursts of 600).",
-        False,
-    ),
-    Var(
-        "MCP_RATE_LIMIT_ROLES",
-        "admin=6000/60,operator=3000/60",
-        "Per-role caller buckets `role=COUNT/SECONDS,…`; a caller gets the most generous of its roles.",
-        False,
-    ),
-    Var(
         "MCP_RATE_LIMIT_TOOL",
         "300/60",
-        "Default bucket per caller and tool, `COUNT/SECONDS`; staff override it per tool in the admin.",
+        "Bucket per caller and tool, `COUNT/SECONDS`, for callers whose roles set a rate limit (roles set the caller's "
+        "own bucket and per-tool ones); staff override it per tool in the admin (Tool settings).",
         False,
     ),
     Var("MCP_IDEMPOTENCY_TTL_S", "86400", "How long an `Idempotency-Key` and its stored result are kept.", False),

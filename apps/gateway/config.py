@@ -55,8 +55,6 @@ class GatewayConfig:
     cors_origins: frozenset[str]
     allowed_hosts: tuple[str, ...]
     max_body_bytes: int
-    principal_limit: Limit
-    role_limits: dict[str, Limit]
     tool_limit: Limit
     idempotency_ttl_s: int
     session_ttl_s: int
@@ -70,12 +68,6 @@ class GatewayConfig:
 def config() -> GatewayConfig:
     cors = frozenset(_origin(o, name="MCP_CORS_ORIGINS") for o in settings.MCP_CORS_ORIGINS)
     allowed = frozenset(_origin(o, name="MCP_ALLOWED_ORIGINS") for o in settings.MCP_ALLOWED_ORIGINS) | cors
-    roles: dict[str, Limit] = {}
-    for item in settings.MCP_RATE_LIMIT_ROLES:
-        role, sep, value = item.partition("=")
-        if not sep:
-            raise ImproperlyConfigured(f"MCP_RATE_LIMIT_ROLES: {item!r} is not role=COUNT/SECONDS")
-        roles[role.strip()] = parse_limit(value, name=f"MCP_RATE_LIMIT_ROLES[{role.strip()}]")
     if settings.MCP_PAGE_SIZE < 1:
         raise ImproperlyConfigured("MCP_PAGE_SIZE must be >= 1")
     return GatewayConfig(
@@ -83,8 +75,6 @@ def config() -> GatewayConfig:
         cors_origins=cors,
         allowed_hosts=tuple(h.lower() for h in settings.ALLOWED_HOSTS),
         max_body_bytes=settings.MCP_MAX_BODY_BYTES,
-        principal_limit=parse_limit(settings.MCP_RATE_LIMIT, name="MCP_RATE_LIMIT"),
-        role_limits=roles,
         tool_limit=parse_limit(settings.MCP_RATE_LIMIT_TOOL, name="MCP_RATE_LIMIT_TOOL"),
         idempotency_ttl_s=settings.MCP_IDEMPOTENCY_TTL_S,
         session_ttl_s=settings.MCP_SESSION_TTL_S,

@@ -79,8 +79,7 @@ CATALOG: tuple[ErrorSpec, ...] = (
         "missing_client_capability",
         "jsonrpc",
         400,
-        "2026-07-28: the request needs a client capability the client did not declare "
-        "(`data.requiredCapabilities`).",
+        "2026-07-28: the request needs a client capability the client did not declare (`data.requiredCapabilities`).",
     ),
     ErrorSpec(
         UNSUPPORTED_PROTOCOL_VERSION,
@@ -120,27 +119,66 @@ CATALOG: tuple[ErrorSpec, ...] = (
         "Handshake wire: the `Mcp-Session-Id` is unknown, expired, deleted, or belongs to another caller. "
         "Start a new session with `initialize`.",
     ),
+    ErrorSpec(PAYLOAD_TOO_LARGE, "payload_too_large", "jsonrpc", 413, "The body exceeds `MCP_MAX_BODY_BYTES`."),
     ErrorSpec(
-        PAYLOAD_TOO_LARGE, "payload_too_large", "jsonrpc", 413, "The body exceeds `MCP_MAX_BODY_BYTES`."
+        "invalid_arguments",
+        "invalid_arguments",
+        "tool",
+        200,
+        "An argument breaks the input schema: `data.errors[]` names each field (`path`) and rule (`rule`).",
     ),
-    ErrorSpec("invalid_arguments", "invalid_arguments", "tool", 200, "An argument breaks the input schema: "
-              "`data.errors[]` names each field (`path`) and rule (`rule`)."),
-    ErrorSpec("rate_limited", "rate_limited", "tool", 200, "A token bucket (per caller, or per caller and tool) is "
-              "empty: `data.retryAfterMs` says when to retry, `data.limit` which bucket."),
-    ErrorSpec("idempotency_conflict", "idempotency_conflict", "tool", 200,
-              "The `Idempotency-Key` was already used by this caller with different arguments: use a new key."),
-    ErrorSpec("idempotency_in_progress", "idempotency_in_progress", "tool", 200,
-              "A call with this `Idempotency-Key` is still running: retry after `data.retryAfterMs`."),
+    ErrorSpec(
+        "rate_limited",
+        "rate_limited",
+        "tool",
+        200,
+        "A token bucket (per caller, or per caller and tool) is "
+        "empty: `data.retryAfterMs` says when to retry, `data.limit` which bucket.",
+    ),
+    ErrorSpec(
+        "idempotency_conflict",
+        "idempotency_conflict",
+        "tool",
+        200,
+        "The `Idempotency-Key` was already used by this caller with different arguments: use a new key.",
+    ),
+    ErrorSpec(
+        "idempotency_in_progress",
+        "idempotency_in_progress",
+        "tool",
+        200,
+        "A call with this `Idempotency-Key` is still running: retry after `data.retryAfterMs`.",
+    ),
     ErrorSpec("tool_disabled", "tool_disabled", "tool", 200, "Staff disabled the tool in the admin."),
-    ErrorSpec("queue_unavailable", "queue_unavailable", "tool", 200,
-              "The tool runs on a worker queue and the job runtime (apps.runs) is not installed."),
-    ErrorSpec("invalid_output", "invalid_output", "tool", 200,
-              "The tool produced a result that breaks its own output schema (a platform bug; reported)."),
-    ErrorSpec("tool_failed", "tool_failed", "tool", 200, "The tool raised an unexpected error; the request id is "
-              "logged and audited."),
+    ErrorSpec(
+        "queue_unavailable",
+        "queue_unavailable",
+        "tool",
+        200,
+        "The tool runs on a worker queue and the job runtime (apps.runs) is not installed.",
+    ),
+    ErrorSpec(
+        "invalid_output",
+        "invalid_output",
+        "tool",
+        200,
+        "The tool produced a result that breaks its own output schema (a platform bug; reported).",
+    ),
+    ErrorSpec(
+        "tool_failed",
+        "tool_failed",
+        "tool",
+        200,
+        "The tool raised an unexpected error; the request id is logged and audited.",
+    ),
     ErrorSpec("timeout", "timeout", "tool", 200, "The tool did not finish within its declared timeout."),
-    ErrorSpec("cancelled", "cancelled", "tool", 200, "The client cancelled the call (stream closed or "
-              "`notifications/cancelled`)."),
+    ErrorSpec(
+        "cancelled",
+        "cancelled",
+        "tool",
+        200,
+        "The client cancelled the call (stream closed or `notifications/cancelled`).",
+    ),
 )
 
 # Codes that set the HTTP status on the 2026-07-28 wire (the spec's MUSTs; others travel in a 200).

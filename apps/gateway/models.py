@@ -24,8 +24,7 @@ class ToolSetting(models.Model):
         max_length=32,
         blank=True,
         validators=[_validate_limit],
-        help_text="Per-caller bucket for this tool as COUNT/SECONDS (e.g. 30/60). "
-                        "Empty: MCP_RATE_LIMIT_TOOL.",
+        help_text="Per-caller bucket for this tool as COUNT/SECONDS (e.g. 30/60). Empty: MCP_RATE_LIMIT_TOOL.",
     )
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -14,12 +14,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 import orjson
 
 from apps.gateway import errors, idempotency, ratelimit, sessions
-from apps.gateway.config import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, SERVER_INFO, config
+from apps.gateway.config import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, SERVER_INFO, Limit, config
 from apps.gateway.errors import RpcError
 from apps.gateway.registry import Tool, ToolContext, ToolError, registry
 from apps.gateway.selectors import tool_overrides
@@ -262,18 +263,29 @@ def _idempotency_key(call: Call) -> str | None:
 
 
 def _rate_buckets(call: Call, tool: Tool, tool_override: Any) -> list[ratelimit.Bucket]:
-    cfg = config()
+    """The caller's bucket (from its roles) and its bucket for this tool.
+
+    Roles set requests/minute per caller and per tool (apps.accounts); staff may override a tool's bucket in the
+    admin; otherwise a limited caller gets MCP_RATE_LIMIT_TOOL per tool. An unlimited caller (admin) is only
+    limited by a staff override.
+    """
     principal = call.principal
-    caller_limit = cfg.principal_limit
-    for role in principal.roles:
-        role_limit = cfg.role_limits.get(role)
-        if role_limit is not None and role_limit.per_ms > caller_limit.per_ms:
-            caller_limit = role_limit
-    tool_limit = (tool_override.rate_limit if tool_override is not None else None) or cfg.tool_limit
-    return [
-        ratelimit.Bucket(f"mcpplat:rl:p:{principal.id}", caller_limit, "caller"),
-        ratelimit.Bucket(f"mcpplat:rl:t:{principal.id}:{tool.name}", tool_limit, f"caller+tool {tool.name}"),
-    ]
+    buckets = []
+    per_minute = getattr(principal, "rate_limit_per_minute", None)
+    if per_minute is not None:
+        buckets.append(ratelimit.Bucket(f"mcpplat:rl:p:{principal.id}", Limit(per_minute, 60.0), "caller"))
+    tool_limit = tool_override.rate_limit if tool_override is not None else None
+    if tool_limit is None:
+        own = [n for pattern, n in getattr(principal, "tool_rate_limits", ()) if fnmatchcase(tool.name, pattern)]
+        if own:
+            tool_limit = Limit(principal.rate_limit_for(tool.name), 60.0)
+        elif per_minute is not None:
+            tool_limit = config().tool_limit
+    if tool_limit is not None:
+        buckets.append(
+            ratelimit.Bucket(f"mcpplat:rl:t:{principal.id}:{tool.name}", tool_limit, f"caller+tool {tool.name}")
+        )
+    return buckets
 
 
 async def _run_inline(call: Call, tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -371,9 +383,9 @@ async def tools_call(call: Call) -> dict[str, Any]:
         result = invalid_arguments_result(tool, problems)
         call.detail = result["content"][0]["text"]
         return result
-    verdict = await ratelimit.take(_rate_buckets(call, tool, override))
-    if not verdict.allowed:
-        assert verdict.bucket is not None
+    buckets = _rate_buckets(call, tool, override)
+    verdict = await ratelimit.take(buckets) if buckets else ratelimit.ALLOWED
+    if not verdict.allowed and verdict.bucket is not None:
         call.outcome, call.error_code = "rate_limited", "rate_limited"
         seconds = verdict.retry_after_ms / 1000
         return tool_error_result(
@@ -391,8 +403,7 @@ async def tools_call(call: Call) -> dict[str, Any]:
         return await _run_inline(call, tool, arguments)
     digest = idempotency.arguments_digest(name, arguments)
     claim = await idempotency.claim(principal.id, key, digest)
-    if claim.state == "replay":
-        assert claim.result is not None
+    if claim.state == "replay" and claim.result is not None:
         call.detail = "idempotent replay"
         replayed = dict(claim.result)
         replayed["_meta"] = {**replayed.get("_meta", {}), "io.mcpplat/idempotentReplay": True}
@@ -463,8 +474,8 @@ async def logging_set_level(call: Call) -> dict[str, Any]:
     level = call.params.get("level")
     if level not in LOG_LEVELS:
         raise RpcError(errors.INVALID_PARAMS, f"level must be one of {', '.join(LOG_LEVELS)}")
-    assert call.session is not None
-    await sessions.session_set_log_level(call.session, level)
+    if call.session is not None:
+        await sessions.session_set_log_level(call.session, level)
     return {}
 
 

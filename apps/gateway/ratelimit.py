@@ -52,6 +52,7 @@ class Verdict:
     bucket: Bucket | None = None
 
 
+ALLOWED = Verdict(True)
 _script_sha: dict[int, str] = {}
 
 

@@ -24,7 +24,5 @@ def get_blocking_redis() -> aioredis.Redis:
     key = id(asyncio.get_running_loop())
     client = _blocking.get(key)
     if client is None:
-        client = _blocking[key] = aioredis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=None, max_connections=256
-        )
+        client = _blocking[key] = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=None, max_connections=256)
     return client

@@ -89,9 +89,7 @@ class Exchange:
 
     # ------------------------------------------------------------------------------------ plain responses
 
-    async def respond(
-        self, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
+    async def respond(self, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> None:
         out = [*self.cors, *(headers or [])]
         if body:
             out.append((b"content-type", b"application/json"))
@@ -286,9 +284,7 @@ async def _handle(ex: Exchange) -> None:
     host = headers.get("host", "")
     if not _host_ok(host):
         # DNS rebinding: a Host we do not serve (421 like python-sdk; any 4xx satisfies the spec).
-        await _refuse(
-            ex, 421, RpcError(errors.INVALID_REQUEST, f"Host {host!r} is not served here (ALLOWED_HOSTS)")
-        )
+        await _refuse(ex, 421, RpcError(errors.INVALID_REQUEST, f"Host {host!r} is not served here (ALLOWED_HOSTS)"))
         return
     origin = headers.get("origin")
     if origin is not None:
@@ -432,9 +428,7 @@ async def _modern(ex: Exchange, version: str) -> None:
         return
     failure = _modern_ladder(ex, message, method, version)
     if isinstance(failure, RpcError):
-        await _refuse(
-            ex, 400, failure, principal=principal, request_id=rid, method=method, protocol_version=version
-        )
+        await _refuse(ex, 400, failure, principal=principal, request_id=rid, method=method, protocol_version=version)
         return
     params, meta = failure
     call = Call(
@@ -857,4 +851,3 @@ async def _finish(ex: Exchange, call: Call, task: asyncio.Future[Any], stream_id
         await ex.sse_send(sse_event(payload, event_id), more=False)
     except Exception:  # noqa: S110 - client gone after the result was recorded for resumption
         pass
-
