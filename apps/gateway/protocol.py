@@ -226,7 +226,10 @@ def _cursor_decode(cursor: Any) -> str:
     if not isinstance(cursor, str):
         raise RpcError(errors.INVALID_PARAMS, "Invalid cursor: expected the nextCursor string of a previous page")
     try:
-        return base64.urlsafe_b64decode(cursor.encode()).decode()
+        after = base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode()
+        if not after or base64.urlsafe_b64encode(after.encode()).decode() != cursor:
+            raise ValueError(cursor)
+        return after
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise RpcError(
             errors.INVALID_PARAMS, "Invalid cursor: pass back nextCursor exactly as received, or omit it"
