@@ -364,6 +364,14 @@ async def tools_call(call: Call) -> dict[str, Any]:
     if not isinstance(arguments, dict):
         raise RpcError(errors.INVALID_PARAMS, "params.arguments must be an object of the tool's arguments")
     call.tool, call.arguments = name, arguments
+    responses = params.get("inputResponses")
+    if responses is not None and (
+        not isinstance(responses, dict) or not all(isinstance(v, dict) for v in responses.values())
+    ):
+        raise RpcError(
+            errors.INVALID_PARAMS,
+            "params.inputResponses must be an object mapping each inputRequests key to the client's result object",
+        )
     tool = registry.get(name)
     if tool is None or (name.startswith("test_") and not config().conformance):
         raise RpcError(errors.INVALID_PARAMS, f"Unknown tool: {name}. Call tools/list for the tools you may call.")
@@ -444,7 +452,7 @@ def capabilities(era: str) -> dict[str, Any]:
     if config().conformance:
         from apps.gateway.conformance import fixtures
 
-        caps.update(fixtures.CAPABILITIES)
+        caps.update(fixtures.CAPABILITIES[era])
     return caps
 
 
