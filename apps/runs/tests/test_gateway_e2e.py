@@ -13,19 +13,16 @@ from collections.abc import Iterator
 from contextlib import asynccontextmanager
 
 import httpx
+import httpx2
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from apps.runs.models import Job
 from apps.runs.tests.conftest import FAST_RUNTIME_ENV
 from conftest import ROOT
-
-# Until the gateway branch is merged there is no /mcp transport to drive (apps/gateway/transport.py).
-pytest.importorskip("apps.gateway.transport", reason="needs the gateway's /mcp transport (gateway branch)")
-httpx2 = pytest.importorskip("httpx2")
-from mcp import Client  # noqa: E402
-from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
