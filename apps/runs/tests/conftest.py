@@ -11,8 +11,15 @@ import pytest
 from django.db import connection
 
 from apps.accounts.principal import Principal
-from apps.runs.tests import tools_fixture  # noqa: F401  (registers the test tools in this process)
+from apps.gateway.registry import registry
 from conftest import ROOT
+
+# The test tools are registered for this package's tests only: other apps' tests (the generated tool reference,
+# tools/list) must not see them. Workers and gateways started by these tests import them by RUNS_EXTRA_TOOL_MODULES.
+_before = set(registry._tools)
+from apps.runs.tests import tools_fixture  # noqa: E402, F401
+
+TEST_TOOLS = {name: registry._tools.pop(name) for name in set(registry._tools) - _before}
 
 FAST_RUNTIME_ENV = {
     "RUNS_EXTRA_TOOL_MODULES": "apps.runs.tests.tools_fixture",
@@ -23,6 +30,14 @@ FAST_RUNTIME_ENV = {
     "RUNS_CANCEL_POLL_MS": "50",
     "RUNS_SCHEDULER_TICK_S": "0.5",
 }
+
+
+@pytest.fixture(autouse=True)
+def _runs_test_tools() -> Iterator[None]:
+    registry._tools.update(TEST_TOOLS)
+    yield
+    for name in TEST_TOOLS:
+        registry._tools.pop(name, None)
 
 
 @pytest.fixture
