@@ -26,7 +26,6 @@ import django  # noqa: E402
 
 django.setup()
 
-from asgiref.sync import sync_to_async  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from apps.accounts.principal import Principal  # noqa: E402
@@ -34,6 +33,7 @@ from apps.gateway.registry import ToolContext, registry  # noqa: E402
 from apps.runs import events, services, streams  # noqa: E402
 from apps.runs.models import Job  # noqa: E402
 
+WORKER_TIMEOUT = os.environ.get("dramatiq_worker_timeout")  # noqa: SIM112 (Dramatiq's own variable name)
 PRINCIPAL = Principal(id="bench:1", kind="test", name="bench", identity_source="internal")
 
 
@@ -111,14 +111,25 @@ if __name__ == "__main__":
     options = parser.parse_args()
     call_command("migrate", verbosity=0)
     worker = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "rundramatiq", "--processes", "1", "--threads",
-         str(options.threads), "--queues", "default"],
-        cwd=ROOT, env=os.environ.copy(), start_new_session=True, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "rundramatiq",
+            "--processes",
+            "1",
+            "--threads",
+            str(options.threads),
+            "--queues",
+            "default",
+        ],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        start_new_session=True,
+        stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(1)
-        print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores)  "
-              f"dramatiq_worker_timeout={os.environ.get('dramatiq_worker_timeout')} ms")
+        print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores)  dramatiq_worker_timeout={WORKER_TIMEOUT} ms")
         asyncio.run(main(options.n, options.concurrency))
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
