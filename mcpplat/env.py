@@ -136,6 +136,12 @@ VARIABLES: tuple[Var, ...] = (
         "Extra attempts a job gets when its worker dies, on top of its tool's max_retries.",
         False,
     ),
+    Var(
+        "RUNS_RESEND_AFTER_S",
+        "120",
+        "A job still waiting this long after its message was sent (or its retry was due) gets its message resent.",
+        False,
+    ),
     Var("RUNS_RETRY_BASE_MS", "1000", "First retry back-off (ms); doubles per attempt, with jitter.", False),
     Var("RUNS_RETRY_MAX_MS", "300000", "Longest retry back-off (ms).", False),
     Var("RUNS_CANCEL_POLL_MS", "200", "How often a running job checks its cancel flag (ms).", False),

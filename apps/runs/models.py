@@ -11,6 +11,7 @@ from typing import Any
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 # A job or run id as callers hold it (a UUID, or its text form).
 Id = uuid.UUID | str
@@ -127,6 +128,9 @@ class Job(models.Model):
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     cancel_reason = models.CharField(max_length=500, blank=True, default="")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_sent_at = models.DateTimeField(
+        default=timezone.now, help_text="when its message was last (re)sent; the sweep resends stalled ones"
+    )
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker_id = models.CharField(max_length=200, blank=True, default="", help_text="host:pid:thread of the claim")
     last_event_seq = models.PositiveBigIntegerField(default=0)
@@ -149,6 +153,9 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["heartbeat_at"], condition=Q(state="running"), name="runs_job_running_hb_idx"),
             models.Index(fields=["principal_id", "-created_at"], name="runs_job_principal_created_idx"),
+            models.Index(
+                fields=["last_sent_at"], condition=Q(state__in=["queued", "retrying"]), name="runs_job_waiting_sent_idx"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -16,9 +16,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+import dramatiq.errors
 import redis
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.principal import Principal
@@ -178,12 +180,39 @@ def _idempotent_replay(job: Job, digest: str, key: str) -> Job:
 
 
 def _enqueue(job_id: Id, queue: str, timeout_s: float, delay_ms: int | None = None) -> None:
+    """Send the job's message (after commit). A broker failure is logged, not raised: the job is committed and the
+    sweep resends messages of jobs left waiting (job_resend_stalled), so the caller still gets its job."""
     from apps.runs.actors import job_execute_actor
 
     options: dict[str, Any] = {"time_limit": int(timeout_s * 1000) + 1000}
     if delay_ms:
         options["delay"] = delay_ms
-    job_execute_actor(queue).send_with_options(args=(str(job_id),), **options)
+    try:
+        job_execute_actor(queue).send_with_options(args=(str(job_id),), **options)
+    except (redis.RedisError, OSError, dramatiq.errors.ConnectionError) as exc:
+        log.warning("job %s: message not sent (%s); the runs sweep will resend it", job_id, exc)
+
+
+def job_resend_stalled(*, limit: int = 500) -> list[str]:
+    """Resend messages of jobs still waiting RUNS_RESEND_AFTER_S after they were (last) sent or due: a message
+    lost with Redis, or never sent because the broker was down. Duplicates are harmless (the claim drops them)."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.RUNS_RESEND_AFTER_S)
+    stalled = list(
+        Job.objects.filter(
+            Q(state=JobState.QUEUED) | Q(state=JobState.RETRYING, next_attempt_at__lt=cutoff),
+            last_sent_at__lt=cutoff,
+        )
+        .order_by("last_sent_at")
+        .values_list("pk", "queue", "timeout_s")[:limit]
+    )
+    if not stalled:
+        return []
+    Job.objects.filter(pk__in=[pk for pk, _, _ in stalled]).update(last_sent_at=now)
+    for pk, queue, timeout_s in stalled:
+        _enqueue(pk, queue, timeout_s)
+    log.warning("resent the messages of %s waiting job(s)", len(stalled))
+    return [str(pk) for pk, _, _ in stalled]
 
 
 @transaction.atomic
@@ -335,6 +364,7 @@ def _schedule_retry(job: Job, *, error: dict[str, Any], claim: str | None) -> Jo
         to=JobState.RETRYING,
         claim=claim,
         error=error,
+        last_sent_at=timezone.now(),
         next_attempt_at=timezone.now() + timedelta(milliseconds=delay_ms),
         event_payload={"error": error, "attempt": job.attempts, "retry_in_ms": delay_ms},
     )
@@ -374,6 +404,7 @@ def _recover_lost(job: Job) -> Job:
         to=JobState.RETRYING,
         error=error,
         next_attempt_at=timezone.now(),
+        last_sent_at=timezone.now(),
         worker_id="",
         lost_count=lost,
         event_payload={"error": error, "attempt": job.attempts, "retry_in_ms": 0},
@@ -591,4 +622,8 @@ def run_expire_leases(*, limit: int = 100) -> list[str]:
 
 def runs_sweep() -> dict[str, list[str]]:
     """One pass of the periodic maintenance: stale jobs, then expired run leases."""
-    return {"recovered_jobs": job_recover_stale(), "expired_runs": run_expire_leases()}
+    return {
+        "recovered_jobs": job_recover_stale(),
+        "expired_runs": run_expire_leases(),
+        "resent_jobs": job_resend_stalled(),
+    }

@@ -311,6 +311,7 @@ if _broker_class == "dramatiq.brokers.redis.RedisBroker":
 RUNS_JOB_HEARTBEAT_S = env.get_float("RUNS_JOB_HEARTBEAT_S")
 RUNS_JOB_STALE_S = env.get_float("RUNS_JOB_STALE_S")
 RUNS_LOST_WORKER_RETRIES = env.get_int("RUNS_LOST_WORKER_RETRIES")
+RUNS_RESEND_AFTER_S = env.get_int("RUNS_RESEND_AFTER_S")
 RUNS_RETRY_BASE_MS = env.get_int("RUNS_RETRY_BASE_MS")
 RUNS_RETRY_MAX_MS = env.get_int("RUNS_RETRY_MAX_MS")
 RUNS_CANCEL_POLL_MS = env.get_int("RUNS_CANCEL_POLL_MS")

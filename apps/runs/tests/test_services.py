@@ -257,7 +257,7 @@ def test_expired_lease_cancels_jobs_and_heartbeat_then_says_expired(alice):
     # when the sweep runs
     outcome = services.runs_sweep()
     # then
-    assert outcome == {"recovered_jobs": [], "expired_runs": [str(run.pk)]}
+    assert outcome == {"recovered_jobs": [], "expired_runs": [str(run.pk)], "resent_jobs": []}
     job.refresh_from_db()
     assert (job.state, job.cancel_reason) == ("cancelled", "run lease expired")
     with pytest.raises(ToolError) as caught:
@@ -302,3 +302,25 @@ def test_stale_running_job_is_requeued_by_the_sweep(alice, settings):
     assert outcome["recovered_jobs"] == [str(job.pk)]
     job.refresh_from_db()
     assert (job.state, job.lost_count, job.error["code"]) == ("retrying", 1, "worker_lost")
+
+
+@pytest.mark.django_db
+def test_the_sweep_resends_messages_of_jobs_left_waiting(alice, settings, redis_client):
+    # given a queued job whose message was lost long ago, a fresh one, and a retry overdue
+    settings.RUNS_RESEND_AFTER_S = 60
+    old = services.timezone.now() - services.timedelta(seconds=300)
+    lost = _submit(alice, arguments={"n": 1})
+    fresh = _submit(alice, arguments={"n": 2})
+    overdue = _submit(alice, tool="test.gated", arguments={"key": "o"})
+    execution.job_execute(job_id=str(overdue.pk))
+    Job.objects.filter(pk__in=[lost.pk, overdue.pk]).update(last_sent_at=old, next_attempt_at=old)
+    redis_client.flushdb()
+    # when
+    resent = services.job_resend_stalled()
+    again = services.job_resend_stalled()
+    # then each stalled job got one new message, and not again at the next sweep
+    assert sorted(resent) == sorted([str(lost.pk), str(overdue.pk)])
+    assert again == []
+    assert redis_client.hlen("dramatiq:default.msgs") == 2
+    fresh.refresh_from_db()
+    assert fresh.state == "queued"
