@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ django.setup()
 import logging  # noqa: E402
 
 from django.core.management import call_command  # noqa: E402
+
+from apps.runs.tests.processes import Gateway  # noqa: E402
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -105,28 +106,15 @@ async def concurrent(base: httpx.AsyncClient, tool: str, n: int, concurrency: in
 def main(n: int, concurrency: int) -> None:
     call_command("migrate", verbosity=0)
     bearer = token()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     env = os.environ.copy()
     worker = start(
         [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "8", "--queues", "default"], env
     )
-    gateway = start(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "mcpplat.asgi:application"], env
-    )
+    gateway = Gateway(env)
     headers = {"authorization": f"Bearer {bearer}", "accept": "application/json, text/event-stream"}
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "daphne did not start"
-            time.sleep(0.2)
+        gateway.start()
+        base = gateway.base
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             for i in range(40):  # warm-up: pools, worker, token cache
                 for tool in ("test.noop", "test.noop_inline"):
@@ -159,10 +147,9 @@ def main(n: int, concurrency: int) -> None:
 
         asyncio.run(loaded())
     finally:
-        for proc in (gateway, worker):
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in (gateway, worker):
-            proc.wait(30)
+        gateway.kill(signal.SIGTERM)
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
 
 
 if __name__ == "__main__":

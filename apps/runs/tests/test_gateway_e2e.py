@@ -5,14 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 
-import httpx
 import httpx2
 import pytest
 from asgiref.sync import sync_to_async
@@ -22,63 +17,23 @@ from mcp.client.streamable_http import streamable_http_client
 
 from apps.runs.models import Job
 from apps.runs.tests.conftest import FAST_RUNTIME_ENV
-from conftest import ROOT
+from apps.runs.tests.processes import Gateway
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Gateway:
-    """A daphne serving the platform on the test database, with the runs test tools registered."""
-
-    def __init__(self, db_name: str):
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.url = f"{self.base}/mcp"
-        self.env = {
-            **os.environ,
-            **FAST_RUNTIME_ENV,
-            "DJANGO_SETTINGS_MODULE": "mcpplat.settings.test",
-            "MCPPLAT_TEST_WORKER_DB": db_name,
-            "PUBLIC_BASE_URL": self.base,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "mcpplat.asgi:application"],
-            cwd=ROOT,
-            env=self.env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("daphne did not start")
-            time.sleep(0.1)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(15)
 
 
 @pytest.fixture(scope="module")
 def gateway(django_db_setup, django_db_blocker, shared_worker) -> Iterator[Gateway]:
     with django_db_blocker.unblock():
-        server = Gateway(connection.settings_dict["NAME"])
+        db_name = connection.settings_dict["NAME"]
+    server = Gateway(
+        {
+            **os.environ,
+            **FAST_RUNTIME_ENV,
+            "DJANGO_SETTINGS_MODULE": "mcpplat.settings.test",
+            "MCPPLAT_TEST_WORKER_DB": db_name,
+        }
+    )
     server.start()
     yield server
     server.kill(signal.SIGTERM)
