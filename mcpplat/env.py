@@ -75,7 +75,12 @@ VARIABLES: tuple[Var, ...] = (
         False,
     ),
     # -- browser (apps.browser) --------------------------------------------------------------------------
-    Var("BROWSER_EXECUTABLE", "/usr/bin/chromium", "Chromium binary the browser workers launch (never downloaded).", False),
+    Var(
+        "BROWSER_EXECUTABLE",
+        "/usr/bin/chromium",
+        "Chromium binary the browser workers launch (never downloaded).",
+        False,
+    ),
     Var("BROWSER_SESSION_IDLE_S", "600", "Seconds a browser session may sit unused before it is closed.", False),
     Var(
         "BROWSER_MAX_SESSIONS_PER_ROLE",

@@ -14,12 +14,14 @@ class BrowserPolicy(models.Model):
     """Which hosts a role's browser sessions may reach. Deny wins; internal addresses need `allow_internal`."""
 
     role = models.CharField(max_length=64, unique=True, help_text="Role name (admin, operator, agent, …).")
-    allow = models.TextField(default="*", help_text="Host patterns, one a line: *, example.com, *.example.com, h:443")
+    allow = models.TextField(
+        default="*", help_text="Host patterns, one a line: *, example.com, *.example.com, host:443"
+    )
     deny = models.TextField(blank=True, default="", help_text="Host patterns refused even when allowed.")
     allow_internal = models.TextField(
         blank=True,
         default="",
-        help_text="Internal addresses this role may reach, one a line: 10.0.0.0/8, 127.0.0.1:8080. Empty: none.",
+        help_text="Internal addresses this role may reach, one a line: 10.0.0.0/8, 127.0.0.1:8080.",
     )
     allow_downloads = models.BooleanField(default=False)
     max_sessions = models.PositiveIntegerField(default=4, help_text="Open sessions the role may hold at once.")

@@ -230,7 +230,7 @@ _EXTRACT_JS = r"""
       if (style.display === 'none' || style.visibility === 'hidden') return '';
       const inner = () => [...node.childNodes].map(md).join('');
       if (/^h[1-6]$/.test(tag)) return '\n\n' + '#'.repeat(+tag[1]) + ' ' + inner().trim() + '\n\n';
-      if (tag === 'p' || tag === 'div' || tag === 'section' || tag === 'article') return '\n\n' + inner().trim() + '\n\n';
+      if (['p', 'div', 'section', 'article'].includes(tag)) return '\n\n' + inner().trim() + '\n\n';
       if (tag === 'br') return '\n';
       if (tag === 'a' && node.getAttribute('href')) return '[' + inner().trim() + '](' + node.href + ')';
       if (tag === 'li') return '\n- ' + inner().trim();
@@ -239,7 +239,8 @@ _EXTRACT_JS = r"""
       if (tag === 'code') return '`' + inner() + '`';
       if (tag === 'pre') return '\n\n```\n' + node.innerText + '\n```\n\n';
       if (tag === 'table') {
-        const rows = [...node.rows].map(r => '| ' + [...r.cells].map(c => c.innerText.trim().replace(/\|/g, '\\|')).join(' | ') + ' |');
+        const cell = (c) => c.innerText.trim().replace(/\|/g, '\\|');
+        const rows = [...node.rows].map(r => '| ' + [...r.cells].map(cell).join(' | ') + ' |');
         if (rows.length) rows.splice(1, 0, '|' + ' --- |'.repeat(node.rows[0].cells.length));
         return '\n\n' + rows.join('\n') + '\n\n';
       }
@@ -307,6 +308,7 @@ async def _structured(session: LiveSession, spec: dict[str, Any]) -> dict[str, A
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
+    error, _ = _playwright_errors()
     schema, fields = spec.get("schema") or {}, spec.get("fields") or {}
     try:
         Draft202012Validator.check_schema(schema)
@@ -322,7 +324,7 @@ async def _structured(session: LiveSession, spec: dict[str, Any]) -> dict[str, A
         many = prop.get("type") == "array"
         try:
             raw = await session.page.evaluate(_FIELD_JS, [selector, attribute, many])
-        except Exception as exc:
+        except error as exc:
             raise ToolError(
                 "invalid_arguments", f"structured.fields.{name}: selector {selector!r} is invalid: {_first_line(exc)}"
             ) from None

@@ -85,6 +85,7 @@ class BrowserRuntime:
         self._browser: Any = None
         self._launch_lock: asyncio.Lock | None = None
         self._pid = os.getpid()
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     # ----------------------------------------------------------------------------------- loop thread
 
@@ -161,6 +162,14 @@ class BrowserRuntime:
             self.launches += 1
             return browser
 
+    async def _resolve(self, host: str) -> list[str]:
+        return await self.resolver(host)  # looked up per call: the resolver may be replaced at run time
+
+    def _background(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _on_disconnected(self, browser: Any) -> None:
         if browser is not self._browser:
             return
@@ -168,7 +177,7 @@ class BrowserRuntime:
         for session in list(self.sessions.values()):
             session.ended = "the browser crashed or was closed; open a new session"
             self.sessions.pop(session.id, None)
-            asyncio.ensure_future(session.proxy.close())
+            self._background(session.proxy.close())
         log.warning("browser disconnected; %d session(s) ended", len(self.sessions))
 
     def browser_pid(self) -> int | None:
@@ -207,7 +216,7 @@ class BrowserRuntime:
             if session := holder.get("session"):
                 session.blocks.append(block.as_dict())
 
-        proxy = await EgressProxy(policy=policy, resolver=lambda host: self.resolver(host), on_block=on_block).start()
+        proxy = await EgressProxy(policy=policy, resolver=self._resolve, on_block=on_block).start()
         try:
             context = await browser.new_context(
                 proxy={"server": proxy.url, "bypass": ""},
@@ -251,7 +260,7 @@ class BrowserRuntime:
 
     def _on_page_crash(self, session: LiveSession) -> None:
         session.ended = "the page crashed; open a new session"
-        asyncio.ensure_future(self.session_close(session.id, reason=session.ended))
+        self._background(self.session_close(session.id, reason=session.ended))
 
     def get(self, session_id: str) -> LiveSession:
         session = self.sessions.get(session_id)

@@ -28,8 +28,8 @@ PAGES = {
     "/form": """<html><head><title>Form</title></head><body>
         <label>Name <input name="n"></label>
         <select aria-label="Colour" name="c"><option value="r">red</option><option value="g">green</option></select>
-        <button type="button" onclick="document.getElementById('out').textContent =
-          'hello ' + document.querySelector('input').value + ' ' + document.querySelector('select').value">Greet</button>
+        <button type="button" onclick="document.getElementById('out').textContent = 'hello '
+          + document.querySelector('input').value + ' ' + document.querySelector('select').value">Greet</button>
         <button type="button" onclick="document.body.innerHTML = '<p>replaced</p>'">Replace</button>
         <p id="out">nothing yet</p><a href="/">Home link</a>
         </body></html>""",
@@ -216,7 +216,12 @@ class CallContext(ToolContext):
 
 def make_principal(ident: str = "test:browser", roles: tuple[str, ...] = ("tester",)) -> Principal:
     return Principal(
-        id=ident, kind="test", name=ident, identity_source="internal", roles=frozenset(roles), grants=frozenset({"browser.*"})
+        id=ident,
+        kind="test",
+        name=ident,
+        identity_source="internal",
+        roles=frozenset(roles),
+        grants=frozenset({"browser.*"}),
     )
 
 

@@ -56,7 +56,14 @@ INTERNAL_LITERALS = [
     "http://[2002:a00:1::]/",  # 6to4 of 10.0.0.1
 ]
 
-NON_WEB = ["file:///etc/passwd", "chrome://settings", "javascript:alert(1)", "data:text/html,hi", "ftp://x/", "about:blank"]
+NON_WEB = [
+    "file:///etc/passwd",
+    "chrome://settings",
+    "javascript:alert(1)",
+    "data:text/html,hi",
+    "ftp://x/",
+    "about:blank",
+]
 
 
 @pytest.mark.parametrize("form", LOOPBACK_FORMS)
@@ -176,7 +183,9 @@ def test_the_egress_proxy_refuses_connect_tunnels_to_internal_addresses(recorder
     blocks: list[PolicyError] = []
 
     async def attempt() -> bytes:
-        proxy = await EgressProxy(policy=DomainPolicy.build(name="t"), resolver=system_resolve, on_block=blocks.append).start()
+        proxy = await EgressProxy(
+            policy=DomainPolicy.build(name="t"), resolver=system_resolve, on_block=blocks.append
+        ).start()
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
             writer.write(f"CONNECT localhost:{recorder.port} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())

@@ -29,7 +29,7 @@ def test_open_returns_page_and_snapshot_with_refs(browser, ctx, site):
     assert result["title"] == "Home"
     assert result["status"] == 200
     assert 'heading "Welcome" [level=1]' in result["snapshot"]
-    assert '[ref=e' in result["snapshot"]
+    assert "[ref=e" in result["snapshot"]
     assert result["blocks"] == []
     assert leases.lease_get(result["session"]).owner == runtime.worker_id
 
@@ -41,7 +41,9 @@ def test_act_fills_selects_and_clicks_by_ref_and_role(browser, ctx, site):
     textbox = _ref(opened["snapshot"], 'textbox "Name"')
     # when
     tools.browser_act(ctx, {"session": session, "action": "fill", "ref": textbox, "text": "Ada"})
-    tools.browser_act(ctx, {"session": session, "action": "select", "role": "combobox", "name": "Colour", "values": ["g"]})
+    tools.browser_act(
+        ctx, {"session": session, "action": "select", "role": "combobox", "name": "Colour", "values": ["g"]}
+    )
     after = tools.browser_act(ctx, {"session": session, "action": "click", "role": "button", "name": "Greet"})
     # then
     assert "hello Ada g" in after["snapshot"]
