@@ -96,6 +96,12 @@ VARIABLES: tuple[Var, ...] = (
         False,
     ),
     Var("BROWSER_DEFAULT_DENY", "", "Comma-separated host patterns refused to roles without a browser policy.", False),
+    Var(
+        "BROWSER_WARM_CONTEXTS",
+        "2",
+        "Pre-warmed, unclaimed browser contexts each browser worker keeps ready (0 turns the warm pool off).",
+        False,
+    ),
     Var("BROWSER_NAVIGATION_TIMEOUT_MS", "15000", "Time a page may take to load before browser.open fails.", False),
     Var("BROWSER_ACTION_TIMEOUT_MS", "5000", "Time a browser.act step may wait for its element.", False),
     Var("BROWSER_SNAPSHOT_MAX_CHARS", "20000", "Accessibility snapshots longer than this are cut (and say so).", False),

@@ -40,6 +40,10 @@ CHROMIUM_ARGS = (
 )
 
 
+# What an unclaimed spare context may reach: nothing.
+_SPARE_POLICY = DomainPolicy.build(name="unclaimed", allow=())
+
+
 class BrowserUnavailable(Exception):
     """Chromium is missing or cannot start (names the env var / script that fixes it)."""
 
@@ -86,6 +90,8 @@ class BrowserRuntime:
         self._launch_lock: asyncio.Lock | None = None
         self._pid = os.getpid()
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._spares: list[LiveSession] = []
+        self._filling = False
 
     # ----------------------------------------------------------------------------------- loop thread
 
@@ -160,6 +166,7 @@ class BrowserRuntime:
             browser.on("disconnected", self._on_disconnected)
             self._browser = browser
             self.launches += 1
+            self._background(self._spares_fill())
             return browser
 
     async def _resolve(self, host: str) -> list[str]:
@@ -174,6 +181,7 @@ class BrowserRuntime:
         if browser is not self._browser:
             return
         self._browser = None
+        self._spares.clear()
         for session in list(self.sessions.values()):
             session.ended = "the browser crashed or was closed; open a new session"
             self.sessions.pop(session.id, None)
@@ -209,6 +217,23 @@ class BrowserRuntime:
     # ------------------------------------------------------------------------------------ sessions
 
     async def session_start(self, *, session_id: str, principal_id: str, policy: DomainPolicy) -> LiveSession:
+        """A new isolated context for a session: a pre-warmed spare when one fits, else a fresh one."""
+        session = None
+        if not policy.allow_downloads:
+            while self._spares and session is None:
+                spare = self._spares.pop()
+                if not spare.ended and not spare.page.is_closed():
+                    session = spare
+        if session is None:
+            session = await self._context_new(policy)
+        session.id, session.principal_id, session.policy = session_id, principal_id, policy
+        session.proxy.policy = policy
+        session.last_used = time.monotonic()
+        self.sessions[session_id] = session
+        self._background(self._spares_fill())
+        return session
+
+    async def _context_new(self, policy: DomainPolicy) -> LiveSession:
         browser = await self.browser()
         holder: dict[str, LiveSession] = {}
 
@@ -230,16 +255,26 @@ class BrowserRuntime:
             raise
         context.set_default_timeout(settings.BROWSER_ACTION_TIMEOUT_MS)
         context.set_default_navigation_timeout(settings.BROWSER_NAVIGATION_TIMEOUT_MS)
-        session = LiveSession(
-            id=session_id, principal_id=principal_id, policy=policy, context=context, page=None, proxy=proxy
-        )
+        session = LiveSession(id="", principal_id="", policy=policy, context=context, page=None, proxy=proxy)
         holder["session"] = session
         await context.route("**/*", lambda route: self._route(session, route))
         page = await context.new_page()
         page.on("crash", lambda _page: self._on_page_crash(session))
         session.page = page
-        self.sessions[session_id] = session
         return session
+
+    async def _spares_fill(self) -> None:
+        """Keep BROWSER_WARM_CONTEXTS unused contexts ready (they refuse every request until claimed)."""
+        if self._filling:
+            return
+        self._filling = True
+        try:
+            while len(self._spares) < settings.BROWSER_WARM_CONTEXTS:
+                self._spares.append(await self._context_new(_SPARE_POLICY))
+        except Exception:
+            log.exception("could not pre-warm a browser context")
+        finally:
+            self._filling = False
 
     async def _route(self, session: LiveSession, route: Any) -> None:
         """Cheap URL-level check of every request (scheme, allow/deny, IP literals); the proxy does the rest."""
@@ -279,6 +314,11 @@ class BrowserRuntime:
         return True
 
     async def shutdown(self) -> None:
+        spares, self._spares = self._spares, []
+        for spare in spares:
+            with contextlib.suppress(Exception):
+                await spare.context.close()
+            await spare.proxy.close()
         for session_id in list(self.sessions):
             await self.session_close(session_id, reason="worker shutting down")
         if self._browser is not None:
