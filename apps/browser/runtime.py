@@ -230,7 +230,8 @@ class BrowserRuntime:
         session.proxy.policy = policy
         session.last_used = time.monotonic()
         self.sessions[session_id] = session
-        self._background(self._spares_fill())
+        # Refill after the caller's navigation has had the CPU: creating a context competes with it.
+        asyncio.get_running_loop().call_later(1.0, lambda: self._background(self._spares_fill()))
         return session
 
     async def _context_new(self, policy: DomainPolicy) -> LiveSession:
