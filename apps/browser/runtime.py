@@ -231,7 +231,7 @@ class BrowserRuntime:
         session.last_used = time.monotonic()
         self.sessions[session_id] = session
         # Refill after the caller's navigation has had the CPU: creating a context competes with it.
-        asyncio.get_running_loop().call_later(1.0, lambda: self._background(self._spares_fill()))
+        self._background(self._spares_fill(delay=1.0))
         return session
 
     async def _context_new(self, policy: DomainPolicy) -> LiveSession:
@@ -264,16 +264,20 @@ class BrowserRuntime:
         session.page = page
         return session
 
-    async def _spares_fill(self) -> None:
+    async def _spares_fill(self, delay: float = 0.0) -> None:
         """Keep BROWSER_WARM_CONTEXTS unused contexts ready (they refuse every request until claimed)."""
-        if self._filling:
+        if delay:
+            await asyncio.sleep(delay)
+        if self._filling or self._browser is None:
             return
         self._filling = True
         try:
             while len(self._spares) < settings.BROWSER_WARM_CONTEXTS:
                 self._spares.append(await self._context_new(_SPARE_POLICY))
-        except Exception:
-            log.exception("could not pre-warm a browser context")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("could not pre-warm a browser context: %s", exc)
         finally:
             self._filling = False
 
@@ -315,6 +319,10 @@ class BrowserRuntime:
         return True
 
     async def shutdown(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:  # a pool refill must not launch a browser while we tear it down
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         spares, self._spares = self._spares, []
         for spare in spares:
             with contextlib.suppress(Exception):

@@ -282,8 +282,8 @@ class _Housekeeper:
                 if time.monotonic() - last_sweep > 5:
                     last_sweep = time.monotonic()
                     sessions_sweep_local()
-            except Exception:
-                log.exception("browser housekeeping failed; retrying")
+            except Exception as exc:  # Redis restarting, a closed connection at exit: keep going
+                log.warning("browser housekeeping failed (%s); retrying", exc)
                 self.stopping.wait(1)
 
     def stop(self) -> None:
