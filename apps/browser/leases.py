@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -45,6 +46,10 @@ def client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
+def text_of(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _key(kind: str, ident: str) -> str:
     return f"{PREFIX}{kind}:{ident}"
 
@@ -73,9 +78,9 @@ def lease_get(session_id: str) -> Lease | None:
         return None
     return Lease(
         session_id=session_id,
-        owner=data[b"owner"].decode(),
-        principal=data[b"principal"].decode(),
-        role=data[b"role"].decode(),
+        owner=text_of(data[b"owner"]),
+        principal=text_of(data[b"principal"]),
+        role=text_of(data[b"role"]),
     )
 
 
@@ -110,11 +115,12 @@ def worker_alive(worker_id: str) -> bool:
 
 
 def role_sessions(role: str) -> list[str]:
-    return [m.decode() for m in client().zrange(_key("role", role), 0, -1)]
+    return [text_of(m) for m in client().zrange(_key("role", role), 0, -1)]
 
 
 def roles_indexed() -> list[str]:
-    return [k.decode().removeprefix(_key("role", "")) for k in client().scan_iter(match=_key("role", "*"), count=200)]
+    keys = client().scan_iter(match=_key("role", "*"), count=200)
+    return [text_of(k).removeprefix(_key("role", "")) for k in keys]
 
 
 def inbox_key(worker_id: str) -> str:

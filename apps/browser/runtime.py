@@ -276,7 +276,7 @@ class BrowserRuntime:
                 self._spares.append(await self._context_new(_SPARE_POLICY))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed refill must not kill the loop; the next claim retries
             log.warning("could not pre-warm a browser context: %s", exc)
         finally:
             self._filling = False
@@ -305,7 +305,7 @@ class BrowserRuntime:
     def get(self, session_id: str) -> LiveSession:
         session = self.sessions.get(session_id)
         if session is None or session.ended:
-            raise SessionEnded(session_id, session.ended if session else "it is not open in this worker")
+            raise SessionEnded(session_id, (session.ended if session else None) or "it is not open in this worker")
         return session
 
     async def session_close(self, session_id: str, *, reason: str = "closed") -> bool:

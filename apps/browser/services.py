@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import threading
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
@@ -52,7 +54,9 @@ def policy_for(principal: Any) -> DomainPolicy:
     )
 
 
-def _record_blocks(*, principal: Any, tool: str, session_id: str, blocks: list[dict[str, Any]], job_id: str | None):
+def _record_blocks(
+    *, principal: Any, tool: str, session_id: str, blocks: list[dict[str, Any]], job_id: str | None
+) -> None:
     """Persist and audit every block (the caller also gets them in the result)."""
     for block in blocks:
         BlockedRequest.objects.create(
@@ -69,12 +73,12 @@ def _record_blocks(*, principal: Any, tool: str, session_id: str, blocks: list[d
 
 
 def _audit_block(*, principal: Any, tool: str, session_id: str, block: dict[str, Any], job_id: str | None) -> None:
-    try:
-        from apps.audit.writer import AuditRecord, audit_record_sync  # type: ignore[import-not-found]
-    except ImportError:  # apps.audit lands from the identity branch; BlockedRequest holds the record until then
-        return
-    audit_record_sync(
-        AuditRecord(
+    """Audit a refusal through apps.audit when it is installed (it lands from the identity branch)."""
+    if not django_apps.is_installed("apps.audit"):
+        return  # BlockedRequest holds the record until then
+    writer = importlib.import_module("apps.audit.writer")
+    writer.audit_record_sync(
+        writer.AuditRecord(
             principal_id=principal.id,
             identity_source=getattr(principal, "identity_source", None),
             credential_id=getattr(principal, "credential_id", None),
@@ -83,15 +87,8 @@ def _audit_block(*, principal: Any, tool: str, session_id: str, block: dict[str,
             arguments={"url": block.get("url")},
             outcome="denied",
             error_code=f"browser.{block.get('reason')}",
-            latency_ms=0,
-            request_id=None,
-            trace_id=None,
-            session_id=session_id,
-            client_host=None,
-            protocol_version=None,
-            run_id=None,
             job_id=job_id,
-            detail=block.get("detail"),
+            detail={"browser_session": session_id, **block},
         )
     )
 
@@ -240,7 +237,7 @@ def _forward(owner: str, session_id: str, op: str, args: dict[str, Any]) -> dict
     return reply["result"]
 
 
-def _answer(raw: bytes) -> None:
+def _answer(raw: str) -> None:
     """Owner side of `_forward`: run the call locally and push the answer."""
     message = json.loads(raw)
     try:
@@ -278,11 +275,11 @@ class _Housekeeper:
                 leases.worker_heartbeat(runtime.worker_id, len(runtime.sessions))
                 item = leases.client().blpop([leases.inbox_key(runtime.worker_id)], timeout=2)
                 if item is not None:
-                    self._pool.submit(_answer, item[1])
+                    self._pool.submit(_answer, leases.text_of(item[1]))
                 if time.monotonic() - last_sweep > 5:
                     last_sweep = time.monotonic()
                     sessions_sweep_local()
-            except Exception as exc:  # Redis restarting, a closed connection at exit: keep going
+            except Exception as exc:  # noqa: BLE001 - Redis restarting, a closed connection at exit: keep going
                 log.warning("browser housekeeping failed (%s); retrying", exc)
                 self.stopping.wait(1)
 
@@ -300,10 +297,19 @@ def sessions_sweep_local() -> list[str]:
     closed = []
     for session_id in list(runtime.sessions):
         if not leases.lease_exists(session_id):
-            with contextlib.suppress(Exception):
-                runtime.call(lambda sid=session_id: runtime.session_close(sid, reason="idle timeout"), timeout=15)
+            _close_quietly(session_id, "idle timeout")
             closed.append(session_id)
     return closed
+
+
+def _close_quietly(session_id: str, reason: str) -> None:
+    async def close() -> bool:
+        return await runtime.session_close(session_id, reason=reason)
+
+    try:
+        runtime.call(close, timeout=15)
+    except Exception as exc:  # noqa: BLE001 - the session is gone either way; say why it did not close cleanly
+        log.warning("closing browser session %s failed: %s", session_id, exc)
 
 
 def sessions_reap() -> dict[str, int]:
@@ -381,8 +387,7 @@ def browser_open(
         return _with_blocks(principal, "browser.open", new_id, job_id, lambda: _local(new_id, "navigate", {"url": url}))
     except ToolError:
         # A session that never showed a page is not handed out: close it rather than leak it.
-        with contextlib.suppress(Exception):
-            runtime.call(lambda: runtime.session_close(new_id, reason="first navigation failed"), timeout=15)
+        _close_quietly(new_id, "first navigation failed")
         leases.lease_release(new_id, role)
         raise
 

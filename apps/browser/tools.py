@@ -23,7 +23,6 @@ _PAGE = {
     "refs": {"type": "integer"},
     "blocks": _BLOCKS,
 }
-_QUEUED = {"execution": "queued", "queue": "browser", "task_support": "optional"}
 
 
 @tool(
@@ -50,7 +49,9 @@ _QUEUED = {"execution": "queued", "queue": "browser", "task_support": "optional"
     },
     annotations=Annotations(read_only=False, destructive=False, idempotent=False, open_world=True),
     timeout_s=60.0,
-    **_QUEUED,
+    execution="queued",
+    queue="browser",
+    task_support="optional",
 )
 def browser_open(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return services.browser_open(
@@ -87,7 +88,9 @@ def browser_open(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     output_schema={"type": "object", "properties": _PAGE, "required": ["session"]},
     annotations=Annotations(read_only=False, destructive=True, idempotent=False, open_world=True),
     timeout_s=60.0,
-    **_QUEUED,
+    execution="queued",
+    queue="browser",
+    task_support="optional",
 )
 def browser_act(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     fields = {k: v for k, v in args.items() if k != "session"}
@@ -147,7 +150,9 @@ def browser_act(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     },
     annotations=Annotations(read_only=True, destructive=False, idempotent=True, open_world=True),
     timeout_s=60.0,
-    **_QUEUED,
+    execution="queued",
+    queue="browser",
+    task_support="optional",
 )
 def browser_extract(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     fields = {k: v for k, v in args.items() if k != "session"}
@@ -169,7 +174,9 @@ def browser_extract(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     },
     annotations=Annotations(read_only=False, destructive=False, idempotent=False, open_world=False),
     timeout_s=60.0,
-    **_QUEUED,
+    execution="queued",
+    queue="browser",
+    task_support="optional",
 )
 def browser_trace(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return services.browser_trace(

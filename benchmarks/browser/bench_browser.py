@@ -93,6 +93,7 @@ def test_browser_open_benchmark(redis_client, settings):
             runtime.call(lambda s=sid: runtime.session_close(s), timeout=15)
             leases.lease_release(sid)
 
+    load_before = os.getloadavg()
     # cold: a fresh Chromium launch + context + page + navigation + snapshot
     cold = []
     for _ in range(COLD):
@@ -157,6 +158,9 @@ def test_browser_open_benchmark(redis_client, settings):
     close_all()
 
     results = {
+        "load_average_at_start": [round(x, 1) for x in load_before],
+        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
+        "cores": os.cpu_count(),
         "cold_launch_open": _summary(cold),
         "warm_browser_open_new_context": _summary(warm_browser),
         "warm_pool_open_new_session": _summary(warm_new),
