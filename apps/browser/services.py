@@ -353,13 +353,7 @@ def browser_open(
     policy = policy_for(principal)
     _checked_url(policy, url, principal=principal, session_id=session_id or "", job_id=job_id)
     if session_id:
-        return _with_blocks(
-            principal,
-            "browser.open",
-            session_id,
-            job_id,
-            lambda: _on_owner(session_id, principal, "navigate", {"url": url}),
-        )
+        return _session_call(principal, "browser.open", session_id, "navigate", {"url": url}, job_id=job_id)
     housekeeper.ensure()
     new_id = uuid.uuid4().hex
     role = policy.name
@@ -406,29 +400,25 @@ def _with_blocks(
     return result
 
 
+def _session_call(
+    principal: Any, tool: str, session_id: str, op: str, args: dict[str, Any], *, job_id: str | None
+) -> dict[str, Any]:
+    return _with_blocks(principal, tool, session_id, job_id, lambda: _on_owner(session_id, principal, op, args))
+
+
 def browser_act(*, principal: Any, session_id: str, args: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
     op = "close" if args.get("action") == "close" else "act"
-    return _with_blocks(
-        principal, "browser.act", session_id, job_id, lambda: _on_owner(session_id, principal, op, args)
-    )
+    return _session_call(principal, "browser.act", session_id, op, args, job_id=job_id)
 
 
 def browser_extract(
     *, principal: Any, session_id: str, args: dict[str, Any], job_id: str | None = None
 ) -> dict[str, Any]:
-    return _with_blocks(
-        principal, "browser.extract", session_id, job_id, lambda: _on_owner(session_id, principal, "extract", args)
-    )
+    return _session_call(principal, "browser.extract", session_id, "extract", args, job_id=job_id)
 
 
 def browser_trace(*, principal: Any, session_id: str, action: str, job_id: str | None = None) -> dict[str, Any]:
-    return _with_blocks(
-        principal,
-        "browser.trace",
-        session_id,
-        job_id,
-        lambda: _on_owner(session_id, principal, "trace", {"action": action}),
-    )
+    return _session_call(principal, "browser.trace", session_id, "trace", {"action": action}, job_id=job_id)
 
 
 def browser_close(*, principal: Any, session_id: str) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from apps.browser import services
 from apps.browser.pages import ACTIONS
 from apps.gateway.registry import Annotations, ToolContext, tool
 
+# Every browser tool runs in a browser worker (its session's pages live there).
+_QUEUED: dict[str, Any] = {"execution": "queued", "queue": "browser", "task_support": "optional", "timeout_s": 60.0}
 _SESSION = {"type": "string", "minLength": 1, "maxLength": 64, "description": "Session id from browser.open."}
 _BLOCKS = {
     "type": "array",
@@ -48,10 +50,7 @@ _PAGE = {
         "required": ["session", "url", "title", "snapshot"],
     },
     annotations=Annotations(read_only=False, destructive=False, idempotent=False, open_world=True),
-    timeout_s=60.0,
-    execution="queued",
-    queue="browser",
-    task_support="optional",
+    **_QUEUED,
 )
 def browser_open(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return services.browser_open(
@@ -87,14 +86,12 @@ def browser_open(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     },
     output_schema={"type": "object", "properties": _PAGE, "required": ["session"]},
     annotations=Annotations(read_only=False, destructive=True, idempotent=False, open_world=True),
-    timeout_s=60.0,
-    execution="queued",
-    queue="browser",
-    task_support="optional",
+    **_QUEUED,
 )
 def browser_act(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    fields = {k: v for k, v in args.items() if k != "session"}
-    return services.browser_act(principal=ctx.principal, session_id=args["session"], args=fields, job_id=ctx.job_id)
+    return services.browser_act(
+        principal=ctx.principal, session_id=args["session"], args=_rest(args), job_id=ctx.job_id
+    )
 
 
 @tool(
@@ -149,14 +146,12 @@ def browser_act(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         "additionalProperties": False,
     },
     annotations=Annotations(read_only=True, destructive=False, idempotent=True, open_world=True),
-    timeout_s=60.0,
-    execution="queued",
-    queue="browser",
-    task_support="optional",
+    **_QUEUED,
 )
 def browser_extract(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    fields = {k: v for k, v in args.items() if k != "session"}
-    return services.browser_extract(principal=ctx.principal, session_id=args["session"], args=fields, job_id=ctx.job_id)
+    return services.browser_extract(
+        principal=ctx.principal, session_id=args["session"], args=_rest(args), job_id=ctx.job_id
+    )
 
 
 @tool(
@@ -173,12 +168,13 @@ def browser_extract(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         "additionalProperties": False,
     },
     annotations=Annotations(read_only=False, destructive=False, idempotent=False, open_world=False),
-    timeout_s=60.0,
-    execution="queued",
-    queue="browser",
-    task_support="optional",
+    **_QUEUED,
 )
 def browser_trace(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return services.browser_trace(
         principal=ctx.principal, session_id=args["session"], action=args["action"], job_id=ctx.job_id
     )
+
+
+def _rest(args: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in args.items() if k != "session"}

@@ -58,7 +58,7 @@ def test_internal_allowance_is_exact_about_ports():
 
 @pytest.mark.parametrize("entry", ["nonsense", "127.0.0.1:http", "[::1]:0", "10.0.0.0/33"])
 def test_bad_internal_allowances_are_refused_with_the_format(entry):
-    with pytest.raises(ValueError, match="127.0.0.1|port"):
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1|port"):
         InternalAllowance.parse(entry)
 
 
