@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from apps.audit.models import AuditEvent
 from apps.browser import tools
 from apps.browser.models import BlockedRequest
 from apps.browser.policy import DomainPolicy, PolicyError, is_internal, parse_target
@@ -76,6 +77,9 @@ def test_loopback_in_every_spelling_is_blocked_before_connecting(browser, ctx, r
     assert err.value.data["blocks"][0]["reason"] == "address_blocked"
     assert recorder.connections == []
     assert BlockedRequest.objects.filter(url=url, reason="address_blocked").exists()
+    assert AuditEvent.objects.filter(
+        principal_id=ctx.principal.id, tool="browser.open", outcome="denied", error_code="browser.address_blocked"
+    ).exists()
 
 
 @pytest.mark.parametrize(("url", "address"), INTERNAL_BY_NAME)
