@@ -37,6 +37,20 @@ CHROMIUM_ARGS = (
     "--disable-sync",
     "--no-first-run",
     "--disable-dev-shm-usage",
+    # Chromium keeps only the last --disable-features, so this repeats Playwright's own list (1.65) and adds
+    # the browser's own calls home that would otherwise leave through a session's egress proxy (autofill
+    # sends form signatures to a Google service on every page with a form).
+    "--disable-features="
+    + ",".join(
+        (
+            "AvoidUnnecessaryBeforeUnloadCheckSync,DestroyProfileOnBrowserClose,HttpsUpgrades,"
+            "HttpsFirstBalancedModeAutoEnable,LensOverlay,MediaRouter,PaintHolding,ThirdPartyStoragePartitioning,"
+            "AvoidCorsURLLoaderRestartOnRedirect,TcpPortRandomizationWin,OptimizationHints,"
+            "NetworkTimeServiceQuerying,AimEnabled,PreconnectToSearch",
+            "AutofillServerCommunication,AutofillCrowdsourcing,Translate,InterestFeedContentSuggestions,"
+            "CertificateTransparencyComponentUpdater,SafeBrowsingEnhancedProtection",
+        )
+    ),
 )
 
 

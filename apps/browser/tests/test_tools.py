@@ -47,6 +47,7 @@ def test_act_fills_selects_and_clicks_by_ref_and_role(browser, ctx, site):
     after = tools.browser_act(ctx, {"session": session, "action": "click", "role": "button", "name": "Greet"})
     # then
     assert "hello Ada g" in after["snapshot"]
+    assert opened["blocks"] == after["blocks"] == []  # no calls home from Chromium itself (autofill)
 
 
 def test_stale_ref_is_a_clear_error(browser, ctx, site):
@@ -270,3 +271,57 @@ def _ref(snapshot: str, label: str) -> str:
         if label in line and "[ref=" in line:
             return line.split("[ref=")[1].split("]")[0]
     raise AssertionError(f"{label} not in snapshot:\n{snapshot}")
+
+
+OWNER_SCRIPT = """
+import sys
+import django
+
+django.setup()
+from apps.browser import leases, services
+from apps.browser.policy import DomainPolicy
+from apps.browser.runtime import runtime
+
+port, url = sys.argv[1], sys.argv[2]
+policy = DomainPolicy.build(name="tester", allow_internal=[f"127.0.0.1:{port}"])
+leases.lease_acquire(session_id="remote-1", owner=runtime.worker_id, principal="test:browser", role="tester", cap=5)
+runtime.call(lambda: runtime.session_start(session_id="remote-1", principal_id="test:browser", policy=policy), 60)
+services._local("remote-1", "navigate", {"url": url})
+services.housekeeper.ensure()
+print("ready", flush=True)
+sys.stdin.read()
+services.housekeeper.stop()
+runtime.stop()
+"""
+
+
+def test_calls_reach_the_worker_process_that_owns_the_session(browser, ctx, site):
+    # given a session opened by another worker process
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings as django_settings
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mcpplat.settings.test"}
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT, str(site.server_address[1]), site.base + "/table"],
+        cwd=django_settings.BASE_DIR,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout.readline().strip() == "ready"
+        assert leases.lease_get("remote-1").owner != runtime.worker_id
+        # when this process handles calls for it
+        extracted = tools.browser_extract(ctx, {"session": "remote-1", "what": ["tables"]})
+        acted = tools.browser_act(ctx, {"session": "remote-1", "action": "scroll", "direction": "down"})
+        # then the owner did the work
+        assert extracted["tables"][0]["rows"] == [["Apple", "1.50"], ["Pear", "2.25"]]
+        assert acted["title"] == "Prices"
+        assert "remote-1" not in runtime.sessions
+    finally:
+        owner.stdin.close()
+        owner.wait(30)
