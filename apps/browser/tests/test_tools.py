@@ -50,6 +50,30 @@ def test_act_fills_selects_and_clicks_by_ref_and_role(browser, ctx, site):
     assert opened["blocks"] == after["blocks"] == []  # no calls home from Chromium itself (autofill)
 
 
+def test_type_press_hover_wait_and_scroll(browser, ctx, site):
+    # given
+    opened = tools.browser_open(ctx, {"url": site.base + "/form"})
+    session = opened["session"]
+    textbox = _ref(opened["snapshot"], 'textbox "Name"')
+    # when
+    tools.browser_act(ctx, {"session": session, "action": "type", "ref": textbox, "text": "Grace"})
+    tools.browser_act(ctx, {"session": session, "action": "press", "ref": textbox, "key": "Backspace"})
+    tools.browser_act(ctx, {"session": session, "action": "hover", "role": "button", "name": "Greet"})
+    tools.browser_act(ctx, {"session": session, "action": "scroll", "direction": "down", "amount": 200})
+    tools.browser_act(ctx, {"session": session, "action": "press", "key": "Tab"})
+    tools.browser_act(ctx, {"session": session, "action": "click", "role": "button", "name": "Greet"})
+    waited = tools.browser_act(ctx, {"session": session, "action": "wait", "text": "hello Grac", "ms": 2000})
+    # then
+    assert "hello Grac r" in waited["snapshot"]
+    # and a step missing its input names it
+    with pytest.raises(ToolError) as err:
+        tools.browser_act(ctx, {"session": session, "action": "fill", "ref": textbox})
+    assert (err.value.code, err.value.data["field"]) == ("invalid_arguments", "text")
+    with pytest.raises(ToolError) as err:
+        tools.browser_act(ctx, {"session": session, "action": "wait", "text": "never shown", "ms": 300})
+    assert err.value.code == "action_timeout"
+
+
 def test_stale_ref_is_a_clear_error(browser, ctx, site):
     # given a ref from a snapshot, then the page replaced under it
     opened = tools.browser_open(ctx, {"url": site.base + "/form"})
@@ -85,6 +109,12 @@ def test_extract_text_markdown_links_and_tables(browser, ctx, site):
     assert "| Apple | 1.50 |" in result["markdown"]
     assert result["tables"] == [{"headers": ["Item", "Price"], "rows": [["Apple", "1.50"], ["Pear", "2.25"]]}]
     assert result["links"] == []
+    home = tools.browser_open(ctx, {"url": site.base + "/", "session": session})
+    links = tools.browser_extract(ctx, {"session": home["session"], "what": ["links"]})["links"]
+    assert links == [
+        {"text": "Form page", "href": site.base + "/form"},
+        {"text": "Table page", "href": site.base + "/table"},
+    ]
 
 
 def test_structured_extraction_into_the_callers_schema(browser, ctx, site):
