@@ -184,6 +184,14 @@ VARIABLES: tuple[Var, ...] = (
         False,
     ),
     Var(
+        "TAILSCALE_LOCALAPI_SOCKET",
+        "",
+        "tailscaled's LocalAPI socket (`/var/run/tailscale/tailscaled.sock`) for callers reaching the gateway "
+        "directly over the tailnet: their identity comes from `whois`, checked against `TAILNET_ALLOWED_LOGINS`. "
+        "Empty: off.",
+        False,
+    ),
+    Var(
         "AUDIT_SIGNING_KEY",
         None,
         "HMAC key for audit argument digests and signed chain digests. Unset: derived from `SECRET_KEY`.",
