@@ -242,6 +242,7 @@ class BrowserRuntime:
             session = await self._context_new(policy)
         session.id, session.principal_id, session.policy = session_id, principal_id, policy
         session.proxy.policy = policy
+        session.blocks.clear()  # whatever an unclaimed context tried is not this caller's business
         session.last_used = time.monotonic()
         self.sessions[session_id] = session
         # Refill after the caller's navigation has had the CPU: creating a context competes with it.

@@ -208,3 +208,25 @@ def test_the_egress_proxy_refuses_connect_tunnels_to_internal_addresses(recorder
     assert answer.startswith(b"HTTP/1.1 403")
     assert blocks[0].reason == "address_blocked"
     assert recorder.connections == []
+
+
+def test_dns_rebinding_between_check_and_connect_is_caught(browser, ctx, site, fake_dns):
+    # given a name that first answers with the allowed test site, then rebinds to a private address
+    answers = iter([["127.0.0.1"], ["10.0.0.9"]])
+
+    async def rebinding(host: str) -> list[str]:
+        if host == "rebind.test":
+            return next(answers, ["10.0.0.9"])
+        return await type(fake_dns).__call__(fake_dns, host)
+
+    from apps.browser.runtime import runtime
+
+    runtime.resolver = rebinding
+    hits_before = len(site.hits)
+    # when the browser connects (the proxy resolves again and dials only what it checked)
+    with pytest.raises(ToolError) as err:
+        tools.browser_open(ctx, {"url": f"http://rebind.test:{site.server_address[1]}/"})
+    # then
+    assert err.value.code == "url_blocked"
+    assert {b["address"] for b in err.value.data["blocks"]} == {"10.0.0.9"}
+    assert len(site.hits) == hits_before
