@@ -45,6 +45,12 @@ async def page_state(session: LiveSession, *, status: int | None = None) -> dict
     return state
 
 
+async def state_and_snapshot(session: LiveSession, *, status: int | None = None) -> dict[str, Any]:
+    """Title and snapshot in parallel: two independent round trips to the browser."""
+    state, snap = await asyncio.gather(page_state(session, status=status), snapshot(session))
+    return {**state, **snap}
+
+
 async def navigate(session: LiveSession, url: str) -> dict[str, Any]:
     error, timeout_error = _playwright_errors()
     try:
@@ -76,10 +82,7 @@ async def navigate(session: LiveSession, url: str) -> dict[str, Any]:
             + (f": {blocks[-1]['detail']}" if blocks else ""),
             data={"url": url, "final_url": response.url, "blocks": blocks},
         )
-    return {
-        **(await page_state(session, status=response.status if response else None)),
-        **(await snapshot(session)),
-    }
+    return await state_and_snapshot(session, status=response.status if response else None)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -177,7 +180,7 @@ async def act(session: LiveSession, args: dict[str, Any]) -> dict[str, Any]:
         ) from None
     except error as exc:
         raise ToolError("action_failed", f"{action} failed: {_first_line(exc)}", data={"action": action}) from None
-    return {**(await page_state(session)), **(await snapshot(session))}
+    return await state_and_snapshot(session)
 
 
 class _suppress_timeout:
