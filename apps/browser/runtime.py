@@ -243,6 +243,9 @@ class BrowserRuntime:
         session.id, session.principal_id, session.policy = session_id, principal_id, policy
         session.proxy.policy = policy
         session.blocks.clear()  # whatever an unclaimed context tried is not this caller's business
+        # Timeouts as configured now (a spare may have been created under other settings).
+        session.context.set_default_timeout(settings.BROWSER_ACTION_TIMEOUT_MS)
+        session.context.set_default_navigation_timeout(settings.BROWSER_NAVIGATION_TIMEOUT_MS)
         session.last_used = time.monotonic()
         self.sessions[session_id] = session
         # Refill after the caller's navigation has had the CPU: creating a context competes with it.
@@ -269,15 +272,28 @@ class BrowserRuntime:
         except Exception:
             await proxy.close()
             raise
-        context.set_default_timeout(settings.BROWSER_ACTION_TIMEOUT_MS)
-        context.set_default_navigation_timeout(settings.BROWSER_NAVIGATION_TIMEOUT_MS)
         session = LiveSession(id="", principal_id="", policy=policy, context=context, page=None, proxy=proxy)
         holder["session"] = session
         await context.route("**/*", lambda route: self._route(session, route))
         page = await context.new_page()
         page.on("crash", lambda _page: self._on_page_crash(session))
+        page.on("download", lambda download: self._on_download(session, download))
         session.page = page
         return session
+
+    def _on_download(self, session: LiveSession, download: Any) -> None:
+        """Downloads are refused (context created with accept_downloads=False) unless the policy allows them;
+        a refused one is reported like any other block."""
+        if session.policy.allow_downloads:
+            return
+        session.blocks.append(
+            PolicyError(
+                "download_blocked",
+                f"the page started a download ({download.suggested_filename}); downloads are off for policy "
+                f"{session.policy.name!r}",
+                url=download.url,
+            ).as_dict()
+        )
 
     async def _spares_fill(self, delay: float = 0.0) -> None:
         """Keep BROWSER_WARM_CONTEXTS unused contexts ready (they refuse every request until claimed)."""

@@ -69,6 +69,17 @@ class _Site(BaseHTTPRequestHandler):
             return None
         if parts.path == "/show-cookie":
             return self._send(200, f"<html><title>cookie</title><body><p id=c>{self.headers.get('Cookie', 'none')}</p>")
+        if parts.path == "/file":
+            body = b"not for you"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Disposition", "attachment; filename=report.bin")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
+        if parts.path == "/downloads":
+            return self._send(200, '<html><title>Downloads</title><body><a href="/file">Get the report</a></body>')
         if parts.path == "/never":
             time.sleep(30)
             return None

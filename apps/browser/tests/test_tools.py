@@ -74,6 +74,16 @@ def test_type_press_hover_wait_and_scroll(browser, ctx, site):
     assert err.value.code == "action_timeout"
 
 
+def test_downloads_are_off_by_default_and_reported(browser, ctx, site):
+    session = tools.browser_open(ctx, {"url": site.base + "/downloads"})["session"]
+    # when
+    result = tools.browser_act(ctx, {"session": session, "action": "click", "role": "link", "name": "Get the report"})
+    blocks = result["blocks"] or tools.browser_extract(ctx, {"session": session})["blocks"]
+    # then
+    assert [(b["reason"], b["url"]) for b in blocks] == [("download_blocked", site.base + "/file")]
+    assert "report.bin" in blocks[0]["detail"]
+
+
 def test_stale_ref_is_a_clear_error(browser, ctx, site):
     # given a ref from a snapshot, then the page replaced under it
     opened = tools.browser_open(ctx, {"url": site.base + "/form"})
