@@ -303,7 +303,7 @@ async def _run_inline(call: Call, tool: Tool, arguments: dict[str, Any]) -> dict
         return tool_error_result(exc.code, exc.message, **exc.data)
     if isinstance(value, RawResult):
         return value.result
-    if tool.output_validator is not None:
+    if tool.output_validator is not None and not tool.output_validator.is_valid(value):
         problems = list(tool.output_validator.iter_errors(value))
         if problems:
             logger.error("tool %s broke its output schema: %s", tool.name, problems[0].message)
@@ -388,7 +388,8 @@ async def tools_call(call: Call) -> dict[str, Any]:
     if override is not None and not override.enabled:
         call.outcome, call.error_code = "denied", "tool_disabled"
         return tool_error_result("tool_disabled", f"{name} is disabled by the platform's staff for now.")
-    problems = list(tool.input_validator.iter_errors(arguments)) if tool.input_validator else []
+    validator = tool.input_validator
+    problems = list(validator.iter_errors(arguments)) if validator and not validator.is_valid(arguments) else []
     if problems:
         call.outcome, call.error_code = "invalid", "invalid_arguments"
         result = invalid_arguments_result(tool, problems)

@@ -749,8 +749,20 @@ def _is_response(payload: bytes) -> bool:
 # ------------------------------------------------------------------------------ running one request
 
 
+# Methods that run user code (long, streaming, cancellable); the rest answer from memory and run inline.
+_STREAMING_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
+
+
 async def _run(ex: Exchange, call: Call, *, sse_ok: bool, cancel_on_disconnect: bool) -> None:
     """Dispatch `call`; answer JSON, or SSE once the handler emits (or runs long). Never raises after start."""
+    if call.method not in _STREAMING_METHODS:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            done.set_result(await protocol.dispatch(call))
+        except Exception as exc:
+            done.set_exception(exc)
+        await _finish(ex, call, done, "", False)
+        return
     cfg = config()
     stream_id = uuid.uuid4().hex[:12]
     session = call.session

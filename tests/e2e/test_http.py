@@ -333,3 +333,39 @@ def test_sse_response_opens_with_comment_and_ends_with_result(mcp_server, caller
     assert chunks[0].startswith(":")
     assert '"counted":2' in [c for c in chunks if c.startswith("data: ")][-1]
     assert time.monotonic() - started >= 1.4
+
+
+@pytest.mark.parametrize(
+    ("caller", "tool", "expected"),
+    [
+        ("anonymous", "platform.whoami", 401),
+        ("viewer", "platform.whoami", "ok"),
+        ("viewer", "platform.e2e_echo", "denied"),
+        ("e2e", "platform.e2e_echo", "ok"),
+        ("admin", "platform.e2e_echo", "ok"),
+        ("admin", "platform.whoami", "ok"),
+    ],
+)
+def test_role_tool_matrix_and_audit(mcp_server, callers, caller, tool, expected):
+    from apps.audit.models import AuditEvent
+
+    # given a caller of one role
+    token = getattr(callers, caller, "none")
+    headers = modern_headers(token, "tools/call", tool)
+    if caller == "anonymous":
+        del headers["authorization"]
+    arguments = {"text": "hi"} if tool == "platform.e2e_echo" else {}
+    body = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": tool, "arguments": arguments, "_meta": meta()}}
+    # when it calls the tool
+    response = post(mcp_server, headers, body)
+    # then the answer matches its role, and the call is in the audit trail before the response arrived
+    events = list(AuditEvent.objects.order_by("-sequence").values("method", "tool", "outcome", "error_code")[:1])
+    if expected == 401:
+        assert response.status_code == 401
+        assert events == [{"method": "HTTP POST", "tool": "", "outcome": "denied", "error_code": "unauthenticated"}]
+    elif expected == "denied":
+        assert response.json()["error"]["code"] == 40300
+        assert events == [{"method": "tools/call", "tool": tool, "outcome": "denied", "error_code": "permission_denied"}]
+    else:
+        assert response.json()["result"]["isError"] is False
+        assert events == [{"method": "tools/call", "tool": tool, "outcome": "ok", "error_code": ""}]
