@@ -10,6 +10,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
@@ -24,6 +26,12 @@ from apps.accounts.services import (
     api_token_rotate,
     service_account_deactivate,
 )
+
+
+def _staff(request: HttpRequest) -> User:
+    """The admin site admits only authenticated, OTP-verified staff users."""
+    assert isinstance(request.user, User)  # noqa: S101
+    return request.user
 
 
 def _show_once(request: HttpRequest, issued: IssuedToken) -> None:
@@ -96,8 +104,8 @@ class ApiTokenReadOnlyInline(admin.TabularInline):
     model = ApiToken
     extra = 0
     fk_name = "service_account"
-    fields = ["prefix", "name", "created_at", "expires_at", "last_used_at", "revoked_at"]
-    readonly_fields = fields
+    fields = ("prefix", "name", "created_at", "expires_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "name", "created_at", "expires_at", "last_used_at", "revoked_at")
     can_delete = False
     show_change_link = True
 
@@ -128,7 +136,7 @@ class ServiceAccountAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ServiceAccount, form: Any, change: bool) -> None:
         if not change:
-            obj.created_by = request.user  # type: ignore[assignment]
+            obj.created_by = _staff(request)
         super().save_model(request, obj, form, change)
 
     @admin.display(description="roles")
@@ -142,13 +150,15 @@ class ServiceAccountAdmin(admin.ModelAdmin):
     @admin.action(description="Issue a new API token (shown once)")
     def issue_token(self, request: HttpRequest, queryset: QuerySet[ServiceAccount]) -> None:
         for account in queryset:
-            _show_once(request, api_token_create(name="issued in the admin", service_account=account, by=request.user))
+            _show_once(
+                request, api_token_create(name="issued in the admin", service_account=account, by=_staff(request))
+            )
 
     @admin.action(description="Deactivate (tokens stop working within TOKEN_CACHE_SECONDS)")
     def deactivate(self, request: HttpRequest, queryset: QuerySet[ServiceAccount]) -> None:
         accounts = [a for a in queryset if a.is_active]
         for account in accounts:
-            service_account_deactivate(account=account, by=request.user)
+            service_account_deactivate(account=account, by=_staff(request))
         self.message_user(request, f"{len(accounts)} service account(s) deactivated.")
 
 
@@ -221,7 +231,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
             kwargs["form"] = ApiTokenAddForm
         return super().get_form(request, obj, change=change, **kwargs)
 
-    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> Any:
         if obj is None:
             return ["name", "user", "service_account", "expires_in_days"]
         return [
@@ -254,7 +264,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
             user=form.cleaned_data.get("user"),
             service_account=form.cleaned_data.get("service_account"),
             expires_in=timedelta(days=days) if days else None,
-            by=request.user,
+            by=_staff(request),
         )
         for field in ApiToken._meta.concrete_fields:
             setattr(obj, field.attname, getattr(issued.token, field.attname))
@@ -272,7 +282,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         tokens = [t for t in queryset.select_related("user", "service_account") if t.revoked_at is None]
         for token in tokens:
-            api_token_revoke(token=token, by=request.user)
+            api_token_revoke(token=token, by=_staff(request))
         self.message_user(
             request,
             f"{len(tokens)} token(s) revoked; other gateway processes stop accepting them within TOKEN_CACHE_SECONDS.",
@@ -282,4 +292,39 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def rotate(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         for token in queryset.select_related("user", "service_account"):
             if token.revoked_at is None:
-                _show_once(request, api_token_rotate(token=token, by=request.user))
+                _show_once(request, api_token_rotate(token=token, by=_staff(request)))
+
+
+# ------------------------------------------------------------- users and groups: their roles and tokens inline
+
+
+class UserRoleBindingInline(admin.TabularInline):
+    model = RoleBinding
+    fk_name = "user"
+    extra = 0
+    fields = ["role", "created_at"]
+    readonly_fields = ["created_at"]
+    verbose_name_plural = "roles"
+
+
+class GroupRoleBindingInline(UserRoleBindingInline):
+    fk_name = "group"
+
+
+class UserApiTokenInline(ApiTokenReadOnlyInline):
+    fk_name = "user"
+
+
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class PlatformUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, UserRoleBindingInline, UserApiTokenInline]
+    list_filter = [*UserAdmin.list_filter, "role_bindings__role"]
+
+
+@admin.register(Group)
+class PlatformGroupAdmin(GroupAdmin):
+    inlines = [*GroupAdmin.inlines, GroupRoleBindingInline]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
@@ -184,6 +186,6 @@ class ApiToken(models.Model):
     def owner(self) -> str:
         return f"user {self.user}" if self.user_id else f"service account {self.service_account}"
 
-    def is_usable(self, now: object = None) -> bool:
+    def is_usable(self, now: datetime | None = None) -> bool:
         moment = now or timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > moment)

@@ -6,13 +6,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.db.models import Q, QuerySet
 
 from apps.accounts.models import ApiToken, Role, RoleBinding, ServiceAccount
 from apps.accounts.principal import IdentitySource, Principal
 
 SUPERUSER_ROLE = "admin"  # a Django superuser always holds it, bound or not
+NO_ROLE_RATE_LIMIT = 60  # requests/minute for a caller with no role: enough to learn it may call nothing
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def role_set(names: Iterable[str]) -> RoleSet:
     """Union of the roles' grants; rate limits of the most generous role (None = unlimited wins)."""
     roles = list(Role.objects.filter(name__in=set(names)).prefetch_related("grants", "tool_limits"))
     if not roles:
-        return RoleSet(frozenset(), frozenset(), 0, ())
+        return RoleSet(frozenset(), frozenset(), NO_ROLE_RATE_LIMIT, ())
     grants = frozenset(g.pattern for r in roles for g in r.grants.all())
     general = (
         None if any(r.requests_per_minute is None for r in roles) else max(r.requests_per_minute or 0 for r in roles)
@@ -133,5 +134,5 @@ def user_for_login(login: str) -> AbstractBaseUser | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-def api_tokens_of(*, user: AbstractBaseUser | None = None, account: ServiceAccount | None = None) -> QuerySet[ApiToken]:
+def api_tokens_of(*, user: User | None = None, account: ServiceAccount | None = None) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=user) if user is not None else ApiToken.objects.filter(service_account=account)

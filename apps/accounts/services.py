@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -48,13 +48,13 @@ class IssuedToken:
     value: str
 
 
-def _actor(by: AbstractBaseUser | None) -> dict[str, Any]:
+def _actor(by: User | None) -> dict[str, Any]:
     if by is None:
         return {"principal_id": "internal:system", "identity_source": "internal"}
     return {"principal_id": f"user:{by.pk}", "identity_source": "session"}
 
 
-def _audit(action: str, *, by: AbstractBaseUser | None, detail: dict[str, Any]) -> None:
+def _audit(action: str, *, by: User | None, detail: dict[str, Any]) -> None:
     """Record the change once it is committed: a rolled-back change leaves no event, and the audit chain's lock
     is never held for the length of a caller's transaction."""
     record = AuditRecord(method=f"accounts.{action}", outcome="ok", detail=detail, **_actor(by))
@@ -68,7 +68,7 @@ def role_catalog_seed() -> None:
 
 @transaction.atomic
 def service_account_ensure(
-    *, name: str, description: str = "", roles: list[str] | None = None, by: AbstractBaseUser | None = None
+    *, name: str, description: str = "", roles: list[str] | None = None, by: User | None = None
 ) -> ServiceAccount:
     """The service account `name`, created when absent, holding at least `roles`."""
     account = ServiceAccount.objects.filter(name=name).first()
@@ -83,7 +83,7 @@ def service_account_ensure(
 
 
 @transaction.atomic
-def service_account_deactivate(*, account: ServiceAccount, by: AbstractBaseUser | None = None) -> ServiceAccount:
+def service_account_deactivate(*, account: ServiceAccount, by: User | None = None) -> ServiceAccount:
     """Its tokens stop working: at once in this process, within TOKEN_CACHE_SECONDS elsewhere."""
     if account.is_active:
         account.is_active = False
@@ -97,10 +97,10 @@ def service_account_deactivate(*, account: ServiceAccount, by: AbstractBaseUser 
 def role_bind(
     *,
     role: str | Role,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
     group: Group | None = None,
     service_account: ServiceAccount | None = None,
-    by: AbstractBaseUser | None = None,
+    by: User | None = None,
 ) -> RoleBinding:
     """Give `role` to exactly one subject; binding twice is a no-op returning the existing binding."""
     if not isinstance(role, Role):
@@ -123,10 +123,10 @@ def role_bind(
 def api_token_create(
     *,
     name: str,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
     service_account: ServiceAccount | None = None,
     expires_in: timedelta | None = None,
-    by: AbstractBaseUser | None = None,
+    by: User | None = None,
 ) -> IssuedToken:
     """Issue a token for a user or a service account. The returned value is the only copy of the secret."""
     if (user is None) == (service_account is None):
@@ -145,23 +145,23 @@ def api_token_create(
     )
     token.full_clean()
     token.save()
-    _audit("api_token_create", by=by, detail={"token": token.prefix, "owner": token.owner, "name": name})
+    _audit("api_token_create", by=by, detail={"prefix": token.prefix, "owner": token.owner, "name": name})
     return IssuedToken(token=token, value=value)
 
 
 @transaction.atomic
-def api_token_revoke(*, token: ApiToken, by: AbstractBaseUser | None = None) -> ApiToken:
+def api_token_revoke(*, token: ApiToken, by: User | None = None) -> ApiToken:
     """Stop a token working: at once in this process, within TOKEN_CACHE_SECONDS in every other one."""
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
-        _audit("api_token_revoke", by=by, detail={"token": token.prefix, "owner": token.owner})
+        _audit("api_token_revoke", by=by, detail={"prefix": token.prefix, "owner": token.owner})
     transaction.on_commit(identity_cache_clear)
     return token
 
 
 @transaction.atomic
-def api_token_rotate(*, token: ApiToken, by: AbstractBaseUser | None = None) -> IssuedToken:
+def api_token_rotate(*, token: ApiToken, by: User | None = None) -> IssuedToken:
     """Replace a token with a new one for the same owner, name and lifetime; the old one is revoked."""
     lifetime = token.expires_at - token.created_at if token.expires_at is not None else None
     issued = api_token_create(
@@ -183,6 +183,12 @@ def first_contact_config(base_url: str) -> dict[str, Any]:
     admin = get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
     if admin is None:
         raise ValidationError("no active superuser yet: run `manage.py ensure_admin` first")
+    # Each `make run` prints a fresh token; earlier ones that no client ever used are revoked so they do not pile
+    # up, while a token an agent is already configured with keeps working.
+    for unused in ApiToken.objects.filter(
+        user=admin, name=FIRST_CONTACT_TOKEN_NAME, last_used_at__isnull=True, revoked_at__isnull=True
+    ):
+        api_token_revoke(token=unused)
     issued = api_token_create(name=FIRST_CONTACT_TOKEN_NAME, user=admin, expires_in=FIRST_CONTACT_TTL)
     return {
         "mcpServers": {

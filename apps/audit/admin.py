@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
+from apps.audit.chain import COLUMNS
 from apps.audit.models import AuditDigest, AuditEvent
 
 
@@ -60,6 +61,10 @@ class ReadOnly(admin.ModelAdmin):
         return False
 
 
+# Every column, in chain order, with the JSON ones shown as tables.
+_EVENT_FIELDS = (*({"arguments": "arguments_table", "detail": "detail_table"}.get(c, c) for c in COLUMNS), "hash")
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnly):
     list_display = [
@@ -77,31 +82,8 @@ class AuditEventAdmin(ReadOnly):
     search_fields = ["=principal_id", "=tool", "=request_id", "=trace_id", "=session_id", "=error_code"]
     paginator = EstimatedCountPaginator
     show_full_result_count = False
-    fields = [
-        "sequence",
-        "created_at",
-        "principal_id",
-        "identity_source",
-        "credential_id",
-        "method",
-        "tool",
-        "arguments_table",
-        "arguments_digest",
-        "outcome",
-        "error_code",
-        "latency_ms",
-        "request_id",
-        "trace_id",
-        "session_id",
-        "client_host",
-        "protocol_version",
-        "run_id",
-        "job_id",
-        "detail_table",
-        "prev_hash",
-        "hash",
-    ]
-    readonly_fields = fields
+    fields = _EVENT_FIELDS
+    readonly_fields = _EVENT_FIELDS
 
     @admin.display(description="arguments (redacted)")
     def arguments_table(self, event: AuditEvent) -> Any:
