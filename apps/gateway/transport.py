@@ -755,12 +755,12 @@ _STREAMING_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 async def _run(ex: Exchange, call: Call, *, sse_ok: bool, cancel_on_disconnect: bool) -> None:
     """Dispatch `call`; answer JSON, or SSE once the handler emits (or runs long). Never raises after start."""
     if call.method not in _STREAMING_METHODS:
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
-            done.set_result(await protocol.dispatch(call))
+            outcome.set_result(await protocol.dispatch(call))
         except Exception as exc:  # noqa: BLE001 - handed to _finish, which answers every failure
-            done.set_exception(exc)
-        await _finish(ex, call, done, "", False)
+            outcome.set_exception(exc)
+        await _finish(ex, call, outcome, "", False)
         return
     cfg = config()
     stream_id = uuid.uuid4().hex[:12]
