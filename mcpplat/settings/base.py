@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -62,6 +63,8 @@ INSTALLED_APPS = [
     "apps.gateway",
     # -- apps added by capability work go below, one line each --
     "apps.audit",
+    "apps.runs",
+    "apps.support",
 ]
 
 MIDDLEWARE = [
@@ -271,3 +274,23 @@ if SENTRY_DSN := env.get("SENTRY_DSN"):
         integrations=[DjangoIntegration(), DramatiqIntegration()],
         send_default_pii=False,
     )
+
+# ------------------------------------------------------------------------------------ runs (jobs, runs, scheduler)
+# Dramatiq's Redis broker only polls: `worker_timeout` caps the idle back-off and so sets delivery latency
+# (research/spikes.md). Dramatiq reads it from this env var at import, so set it before `rundramatiq` execs.
+os.environ.setdefault("dramatiq_worker_timeout", str(env.get_int("DRAMATIQ_WORKER_TIMEOUT_MS")))
+if _broker_class == "dramatiq.brokers.redis.RedisBroker":
+    # A killed worker's unacked messages are requeued by broker maintenance once its heartbeat is this old.
+    DRAMATIQ_BROKER["OPTIONS"]["heartbeat_timeout"] = env.get_int("DRAMATIQ_HEARTBEAT_TIMEOUT_MS")  # type: ignore[index]
+    DRAMATIQ_BROKER["OPTIONS"]["maintenance_chance"] = env.get_int("DRAMATIQ_MAINTENANCE_CHANCE")  # type: ignore[index]
+RUNS_JOB_HEARTBEAT_S = env.get_float("RUNS_JOB_HEARTBEAT_S")
+RUNS_JOB_STALE_S = env.get_float("RUNS_JOB_STALE_S")
+RUNS_LOST_WORKER_RETRIES = env.get_int("RUNS_LOST_WORKER_RETRIES")
+RUNS_RETRY_BASE_MS = env.get_int("RUNS_RETRY_BASE_MS")
+RUNS_RETRY_MAX_MS = env.get_int("RUNS_RETRY_MAX_MS")
+RUNS_CANCEL_POLL_MS = env.get_int("RUNS_CANCEL_POLL_MS")
+RUNS_TASK_TTL_MS = env.get_int("RUNS_TASK_TTL_MS")
+RUNS_TASK_POLL_MS = env.get_int("RUNS_TASK_POLL_MS")
+RUNS_STREAM_TTL_S = env.get_int("RUNS_STREAM_TTL_S")
+RUNS_SCHEDULER_TICK_S = env.get_float("RUNS_SCHEDULER_TICK_S")
+RUNS_EXTRA_TOOL_MODULES = env.get_list("RUNS_EXTRA_TOOL_MODULES")

@@ -1,0 +1,119 @@
+"""The event logs: per-job events (Postgres + a Redis stream per job) and the per-run sequence.
+
+Both sequences are gap-free: the next number comes from a counter column incremented with
+`UPDATE … RETURNING` inside the event's own transaction, so the counter row stays locked until commit and a
+rolled-back event gives its number back. The Redis stream entry of job event `seq` has the id `0-<seq>`, so
+Postgres and Redis agree on ids and a reader can fill any gap (Redis lost or restarted) from Postgres.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from functools import partial
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.runs.models import TERMINAL_JOB_STATES, Job, JobEvent, RunEvent
+
+log = logging.getLogger(__name__)
+
+_client_lock = threading.Lock()
+_client: redis.Redis | None = None
+
+# Job events that are not mirrored into the run's log (they carry no information a resuming client needs).
+_NOT_MIRRORED = {"heartbeat"}
+
+
+def redis_client() -> redis.Redis:
+    """This process's Redis client for publishing events and cancel flags (thread-safe pool)."""
+    global _client  # noqa: PLW0603
+    if _client is None:
+        with _client_lock:
+            if _client is None:
+                _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, health_check_interval=30)
+    return _client
+
+
+def stream_key(job_id: object) -> str:
+    return f"mcpplat:job:{job_id}:events"
+
+
+def cancel_key(job_id: object) -> str:
+    return f"mcpplat:job:{job_id}:cancel"
+
+
+def run_event_append(*, run_id: object, kind: str, payload: dict[str, Any], job_id: object | None = None) -> int:
+    """Append to a run's log and return its sequence number. Must run inside a transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE runs_run SET last_seq = last_seq + 1, updated_at = %s WHERE id = %s RETURNING last_seq",
+            [timezone.now(), run_id],
+        )
+        (seq,) = cursor.fetchone()
+    RunEvent.objects.create(run_id=run_id, seq=seq, kind=kind, payload=payload, job_id=job_id)
+    return int(seq)
+
+
+def job_event_append(*, job: Job, kind: str, payload: dict[str, Any]) -> JobEvent:
+    """Append an event to a job whose row the caller holds locked (state transitions). Must run in a transaction."""
+    job.last_event_seq += 1
+    Job.objects.filter(pk=job.pk).update(last_event_seq=job.last_event_seq)
+    return _store(job_id=job.pk, run_id=job.run_id, tool=job.tool, seq=job.last_event_seq, kind=kind, payload=payload)
+
+
+def job_event_emit(*, job_id: object, kind: str, payload: dict[str, Any]) -> JobEvent | None:
+    """Append a progress/log/heartbeat event from a running job; None when the job already ended.
+
+    Takes only the counter row's lock for the length of one short transaction, so a worker never blocks
+    a cancel for longer than that.
+    """
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE runs_job SET last_event_seq = last_event_seq + 1 WHERE id = %s AND NOT (state = ANY(%s)) "
+                "RETURNING last_event_seq, run_id, tool",
+                [job_id, [str(s) for s in TERMINAL_JOB_STATES]],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        seq, run_id, tool = row
+        return _store(job_id=job_id, run_id=run_id, tool=tool, seq=int(seq), kind=kind, payload=payload)
+
+
+def _store(*, job_id: object, run_id: object, tool: str, seq: int, kind: str, payload: dict[str, Any]) -> JobEvent:
+    event = JobEvent.objects.create(job_id=job_id, seq=seq, kind=kind, payload=payload)
+    if run_id is not None and kind not in _NOT_MIRRORED:
+        run_event_append(
+            run_id=run_id,
+            kind=f"job.{kind}",
+            payload={"job_id": str(job_id), "tool": tool, "job_seq": seq, **payload},
+            job_id=job_id,
+        )
+    transaction.on_commit(partial(_publish, event))
+    return event
+
+
+def _publish(event: JobEvent) -> None:
+    """XADD after commit. Losing this (Redis down, or a later seq published first) loses nothing: readers fill
+    gaps from Postgres."""
+    created = event.created_at or timezone.now()
+    fields = {"kind": event.kind, "payload": json.dumps(event.payload), "at": created.isoformat()}
+    key = stream_key(event.job_id)
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        pipe.xadd(key, fields, id=f"0-{event.seq}")  # type: ignore[arg-type]
+        pipe.expire(key, settings.RUNS_STREAM_TTL_S)
+        pipe.execute()
+    except redis.ResponseError as exc:  # an older seq after a newer one: the reader fills it from Postgres
+        log.debug("job %s event %s not streamed: %s", event.job_id, event.seq, exc)
+    except redis.RedisError as exc:
+        log.warning(
+            "job %s event %s not streamed (Redis unavailable: %s); readers use Postgres", event.job_id, event.seq, exc
+        )

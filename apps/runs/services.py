@@ -1,0 +1,526 @@
+"""Writes for jobs and runs. Every state change of a job goes through `job_transition`.
+
+Exactly-once completion: a worker claims a job (queued/retrying → running) under the row lock and gets a claim
+token (`worker_id`); only the holder of the current claim can complete the job, and a terminal state never
+changes again. Redelivered or duplicate messages, a worker that was presumed dead, or a cancel racing a result
+all end in a no-op rather than a second completion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.accounts.principal import Principal
+from apps.gateway.registry import Tool, ToolError
+from apps.runs import events
+from apps.runs.models import (
+    ACTIVE_JOB_STATES,
+    JOB_TRANSITIONS,
+    TERMINAL_JOB_STATES,
+    DeadLetter,
+    Job,
+    JobEventKind,
+    JobState,
+    Run,
+    RunState,
+)
+from apps.runs.selectors import can_manage, run_access
+
+log = logging.getLogger(__name__)
+
+RUN_NAME_MAX = 200
+LEASE_MIN_S = 5
+LEASE_MAX_S = 7 * 86400
+
+
+class JobStateError(ToolError):
+    """A transition the state machine forbids (or a claim that is no longer current)."""
+
+    def __init__(self, job: Job, to: str, why: str = ""):
+        super().__init__(
+            "job_state_conflict",
+            f"job {job.pk} is {job.state}: cannot become {to}{f' ({why})' if why else ''}",
+            data={"job_id": str(job.pk), "state": job.state, "requested": to},
+        )
+        self.state = job.state
+
+
+def arguments_digest(tool_name: str, arguments: dict[str, Any]) -> str:
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{tool_name}\n{canonical}".encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+
+
+def job_submit(
+    *,
+    tool: Tool,
+    arguments: dict[str, Any],
+    principal: Principal,
+    request_id: str | None = None,
+    idempotency_key: str | None = None,
+    run_id: str | None = None,
+    task_ttl_ms: int | None = None,
+    trace_context: dict[str, str] | None = None,
+) -> Job:
+    """Create a queued job and enqueue it after commit.
+
+    Same principal + idempotency key with the same tool and arguments returns the first job (whatever its
+    state); with different ones raises ToolError("idempotency_conflict"). The unique constraint makes this hold
+    across gateway replicas and crashes.
+    """
+    if tool.execution != "queued" or not tool.queue:
+        raise ToolError("internal_error", f"tool {tool.name!r} is not a queued tool; call it inline")
+    if tool.queue not in settings.DRAMATIQ_QUEUES:
+        raise ToolError("internal_error", f"tool {tool.name!r} names unknown queue {tool.queue!r}")
+    if task_ttl_ms is not None and task_ttl_ms <= 0:
+        raise ToolError("invalid_params", "task ttl must be a positive number of milliseconds")
+    digest = arguments_digest(tool.name, arguments)
+    if idempotency_key is not None:
+        existing = Job.objects.filter(principal_id=principal.id, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _idempotent_replay(existing, digest, idempotency_key)
+    try:
+        with transaction.atomic():
+            run = run_access(run_id=run_id, principal=principal, lock=False) if run_id else None
+            if run is not None and (run.state != RunState.ACTIVE or run.lease_expires_at <= timezone.now()):
+                raise ToolError(
+                    "run_not_active",
+                    f"run {run.pk} is {run_state_now(run)}: start a new run (run.start) to attach tool calls",
+                    data={"run_id": str(run.pk), "state": run_state_now(run)},
+                )
+            job = Job(
+                tool=tool.name,
+                queue=tool.queue,
+                arguments=arguments,
+                arguments_digest=digest,
+                principal_id=principal.id,
+                principal=principal.to_dict(),
+                request_id=request_id or "",
+                idempotency_key=idempotency_key,
+                run=run,
+                max_retries=tool.max_retries,
+                timeout_s=tool.timeout_s,
+                ttl_ms=task_ttl_ms or settings.RUNS_TASK_TTL_MS,
+                trace_context=dict(trace_context or {}),
+            )
+            job.full_clean(validate_unique=False, validate_constraints=False)  # the database enforces those
+            job.save(force_insert=True)
+            if run is not None:
+                events.run_event_append(
+                    run_id=run.pk,
+                    kind="job.submitted",
+                    payload={"job_id": str(job.pk), "tool": tool.name},
+                    job_id=job.pk,
+                )
+            transaction.on_commit(partial(_enqueue, job.pk, job.queue, job.timeout_s))
+    except IntegrityError:
+        # Lost the race for the idempotency key to a concurrent request: that request's job is the answer.
+        existing = Job.objects.filter(principal_id=principal.id, idempotency_key=idempotency_key).first()
+        if existing is None or idempotency_key is None:
+            raise
+        return _idempotent_replay(existing, digest, idempotency_key)
+    return job
+
+
+def _idempotent_replay(job: Job, digest: str, key: str) -> Job:
+    if job.arguments_digest != digest:
+        raise ToolError(
+            "idempotency_conflict",
+            f"idempotency key {key!r} was already used for a different call ({job.tool}, other arguments): "
+            "use a new key for a new call",
+            data={"job_id": str(job.pk)},
+        )
+    return job
+
+
+def _enqueue(job_id: object, queue: str, timeout_s: float, delay_ms: int | None = None) -> None:
+    from apps.runs.actors import job_execute_actor
+
+    options: dict[str, Any] = {"time_limit": int(timeout_s * 1000) + 1000}
+    if delay_ms:
+        options["delay"] = delay_ms
+    job_execute_actor(queue).send_with_options(args=(str(job_id),), **options)
+
+
+@transaction.atomic
+def job_transition(
+    *,
+    job_id: object,
+    to: str,
+    claim: str | None = None,
+    event_kind: str | None = None,
+    event_payload: dict[str, Any] | None = None,
+    **changes: Any,
+) -> Job:
+    """Move a job to `to` under its row lock, or raise JobStateError. The one place job state changes.
+
+    `claim`: when given, the job must still be held by that claim token (a worker's execution).
+    Writes the matching job event (terminal kinds for terminal states, `state` otherwise) in the same transaction.
+    """
+    job = Job.objects.select_for_update().get(pk=job_id)
+    if to not in JOB_TRANSITIONS[job.state]:
+        raise JobStateError(job, to)
+    if claim is not None and job.worker_id != claim:
+        raise JobStateError(job, to, "the claim was taken over")
+    now = timezone.now()
+    job.state = to
+    fields = {"state", "updated_at"}
+    for name, value in changes.items():
+        setattr(job, name, value)
+        fields.add(name)
+    if to == JobState.RUNNING:
+        job.started_at = job.started_at or now
+        job.heartbeat_at = now
+        fields |= {"started_at", "heartbeat_at"}
+    if to in TERMINAL_JOB_STATES:
+        job.finished_at = now
+        fields.add("finished_at")
+    job.save(update_fields=sorted(fields))
+    kind = event_kind or _default_event_kind(to)
+    payload = {"state": to, **(event_payload or {})}
+    events.job_event_append(job=job, kind=kind, payload=payload)
+    return job
+
+
+def _default_event_kind(state: str) -> str:
+    if state == JobState.SUCCEEDED:
+        return JobEventKind.RESULT
+    if state == JobState.CANCELLED:
+        return JobEventKind.CANCELLED
+    if state in TERMINAL_JOB_STATES:
+        return JobEventKind.ERROR
+    return JobEventKind.STATE
+
+
+def job_claim(*, job_id: str, worker_id: str) -> Job | None:
+    """Start an execution: queued/retrying → running, attempts + 1. None when there is nothing to run
+    (unknown job, already running elsewhere with a live heartbeat, finished, cancelled)."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
+        if job is None:
+            log.warning("job %s: message for an unknown job ignored", job_id)
+            return None
+        if job.state == JobState.RUNNING and _heartbeat_stale(job):
+            # A redelivered message of a worker that died: requeue it here rather than wait for the sweep.
+            job = _recover_lost(job)
+        if job.state not in (JobState.QUEUED, JobState.RETRYING):
+            log.info("job %s is %s: duplicate message ignored", job_id, job.state)
+            return None
+        return job_transition(
+            job_id=job.pk,
+            to=JobState.RUNNING,
+            attempts=job.attempts + 1,
+            worker_id=worker_id,
+            next_attempt_at=None,
+            event_payload={"attempt": job.attempts + 1},
+        )
+
+
+def job_heartbeat(*, job_id: str, claim: str) -> bool:
+    """Renew a running job's heartbeat. False when the claim is gone (job ended, cancelled or taken over)."""
+    return bool(
+        Job.objects.filter(pk=job_id, state=JobState.RUNNING, worker_id=claim).update(heartbeat_at=timezone.now())
+    )
+
+
+def job_succeed(*, job_id: str, claim: str, result: dict[str, Any]) -> Job | None:
+    """Record the result; None (and nothing written) when this execution no longer owns the job."""
+    try:
+        return job_transition(
+            job_id=job_id, to=JobState.SUCCEEDED, claim=claim, result=result, event_payload={"result": result}
+        )
+    except JobStateError as exc:
+        log.info("job %s: result of a superseded execution discarded (%s)", job_id, exc.message)
+        return None
+
+
+def job_fail(*, job_id: str, claim: str, error: dict[str, Any], retryable: bool, timed_out: bool = False) -> Job | None:
+    """Record a failed execution: retry with back-off, dead-letter when retries are spent, or fail at once."""
+    try:
+        with transaction.atomic():
+            job = Job.objects.select_for_update().get(pk=job_id)
+            if job.state != JobState.RUNNING or job.worker_id != claim:
+                raise JobStateError(job, "failed", "the claim was taken over")
+            if timed_out:
+                return job_transition(
+                    job_id=job_id, to=JobState.TIMED_OUT, claim=claim, error=error, event_payload={"error": error}
+                )
+            if not retryable:
+                return job_transition(
+                    job_id=job_id, to=JobState.FAILED, claim=claim, error=error, event_payload={"error": error}
+                )
+            if job.attempts <= job.max_retries:
+                return _schedule_retry(job, error=error, claim=claim)
+            return _dead_letter(job, error=error, claim=claim)
+    except JobStateError as exc:
+        log.info("job %s: failure of a superseded execution discarded (%s)", job_id, exc.message)
+        return None
+
+
+def retry_delay_ms(attempt: int) -> int:
+    """Exponential back-off with "equal jitter": half fixed, half random, so retries spread but never bunch at 0."""
+    ceiling = min(settings.RUNS_RETRY_MAX_MS, settings.RUNS_RETRY_BASE_MS * 2 ** max(attempt - 1, 0))
+    return int(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+def _schedule_retry(job: Job, *, error: dict[str, Any], claim: str | None) -> Job:
+    delay_ms = retry_delay_ms(job.attempts)
+    job = job_transition(
+        job_id=job.pk,
+        to=JobState.RETRYING,
+        claim=claim,
+        error=error,
+        next_attempt_at=timezone.now() + timedelta(milliseconds=delay_ms),
+        event_payload={"error": error, "attempt": job.attempts, "retry_in_ms": delay_ms},
+    )
+    transaction.on_commit(partial(_enqueue, job.pk, job.queue, job.timeout_s, delay_ms))
+    return job
+
+
+def _dead_letter(job: Job, *, error: dict[str, Any], claim: str | None) -> Job:
+    job = job_transition(
+        job_id=job.pk, to=JobState.DEAD_LETTERED, claim=claim, error=error, event_payload={"error": error}
+    )
+    DeadLetter.objects.create(job=job, error=error, attempts=job.attempts)
+    log.warning("job %s (%s) dead-lettered after %s attempts: %s", job.pk, job.tool, job.attempts, error)
+    return job
+
+
+def _heartbeat_stale(job: Job, now: datetime | None = None) -> bool:
+    beat = job.heartbeat_at or job.started_at
+    return beat is None or beat < (now or timezone.now()) - timedelta(seconds=settings.RUNS_JOB_STALE_S)
+
+
+def _recover_lost(job: Job) -> Job:
+    """The worker running `job` died (caller holds the row lock): retry it, or dead-letter it when out of tries."""
+    lost = job.lost_count + 1
+    error = {
+        "code": "worker_lost",
+        "message": f"the worker {job.worker_id or '?'} stopped heartbeating during attempt {job.attempts}",
+        "data": {},
+        "retryable": True,
+    }
+    if lost > settings.RUNS_LOST_WORKER_RETRIES and job.attempts > job.max_retries:
+        job.lost_count = lost
+        Job.objects.filter(pk=job.pk).update(lost_count=lost)
+        return _dead_letter(job, error=error, claim=None)
+    job.lost_count = lost
+    Job.objects.filter(pk=job.pk).update(lost_count=lost)
+    job = job_transition(
+        job_id=job.pk,
+        to=JobState.RETRYING,
+        error=error,
+        next_attempt_at=timezone.now(),
+        worker_id="",
+        event_payload={"error": error, "attempt": job.attempts, "retry_in_ms": 0},
+    )
+    transaction.on_commit(partial(_enqueue, job.pk, job.queue, job.timeout_s))
+    return job
+
+
+def job_recover_stale(*, limit: int = 100) -> list[str]:
+    """Requeue running jobs whose worker stopped heartbeating (the scheduler's sweep). Returns their ids."""
+    cutoff = timezone.now() - timedelta(seconds=settings.RUNS_JOB_STALE_S)
+    recovered = []
+    with transaction.atomic():
+        stale = list(
+            Job.objects.select_for_update(skip_locked=True)
+            .filter(state=JobState.RUNNING, heartbeat_at__lt=cutoff)
+            .order_by("heartbeat_at")[:limit]
+        )
+        for job in stale:
+            _recover_lost(job)
+            recovered.append(str(job.pk))
+    if recovered:
+        log.warning("requeued %s job(s) whose worker died: %s", len(recovered), ", ".join(recovered))
+    return recovered
+
+
+def job_cancel(*, job_id: object, principal: Principal, reason: str = "") -> Job:
+    """Cancel a job. A finished job is returned unchanged (a documented no-op, `job.cancel_was_noop` is True).
+
+    A running job's worker sees the flag within RUNS_CANCEL_POLL_MS; its handler stops at its next
+    `ctx.cancelled()` check (or is interrupted by the job's time limit), and nothing it returns is recorded.
+    """
+    from apps.runs.selectors import job_get
+
+    job = job_get(job_id, principal)
+    return _job_cancel(job=job, reason=reason or f"cancelled by {principal.id}")
+
+
+def _job_cancel(*, job: Job, reason: str) -> Job:
+    if job.state in TERMINAL_JOB_STATES:
+        job.cancel_was_noop = True  # type: ignore[attr-defined]
+        return job
+    try:
+        job = job_transition(
+            job_id=job.pk,
+            to=JobState.CANCELLED,
+            cancel_requested_at=timezone.now(),
+            cancel_reason=reason[:500],
+            event_payload={"reason": reason},
+        )
+    except JobStateError:  # finished meanwhile
+        job = Job.objects.get(pk=job.pk)
+        job.cancel_was_noop = True  # type: ignore[attr-defined]
+        return job
+    transaction.on_commit(partial(_raise_cancel_flag, job.pk))
+    job.cancel_was_noop = False  # type: ignore[attr-defined]
+    return job
+
+
+def _raise_cancel_flag(job_id: object) -> None:
+    try:
+        events.redis_client().set(events.cancel_key(job_id), "1", ex=86400)
+    except redis.RedisError as exc:  # the worker's heartbeat still sees the cancelled state in Postgres
+        log.warning("job %s: cancel flag not set in Redis (%s); the worker notices at its next heartbeat", job_id, exc)
+
+
+@transaction.atomic
+def dead_letter_replay(*, dead_letter_id: int, principal: Principal) -> Job:
+    """Replay a dead-lettered job as a new job with the same tool and arguments (the original stays terminal)."""
+    letter = DeadLetter.objects.select_for_update().select_related("job").filter(pk=dead_letter_id).first()
+    if letter is None:
+        raise ToolError("not_found", f"no dead letter {dead_letter_id}")
+    if not can_manage(principal):
+        raise ToolError("forbidden", "replaying a dead letter needs the runs.manage permission")
+    if letter.replayed_at is not None:
+        raise ToolError(
+            "already_replayed",
+            f"dead letter {letter.pk} was replayed at {letter.replayed_at.isoformat()} as job {letter.replayed_job_id}",
+        )
+    original = letter.job
+    job = Job(
+        tool=original.tool,
+        queue=original.queue,
+        arguments=original.arguments,
+        arguments_digest=original.arguments_digest,
+        principal_id=original.principal_id,
+        principal=original.principal,
+        request_id=original.request_id,
+        run=original.run if original.run and original.run.state == RunState.ACTIVE else None,
+        max_retries=original.max_retries,
+        timeout_s=original.timeout_s,
+        ttl_ms=original.ttl_ms,
+        trace_context=original.trace_context,
+        replay_of=original,
+    )
+    job.full_clean(validate_unique=False, validate_constraints=False)
+    job.save(force_insert=True)
+    letter.replayed_at = timezone.now()
+    letter.replayed_job = job
+    letter.save(update_fields=["replayed_at", "replayed_job"])
+    transaction.on_commit(partial(_enqueue, job.pk, job.queue, job.timeout_s))
+    return job
+
+
+# ------------------------------------------------------------------------------------------------ runs
+
+
+def run_state_now(run: Run) -> str:
+    if run.state == RunState.ACTIVE and run.lease_expires_at <= timezone.now():
+        return RunState.EXPIRED
+    return run.state
+
+
+def run_start(*, principal: Principal, name: str, metadata: dict[str, Any] | None, lease_seconds: int) -> Run:
+    if not isinstance(name, str) or not name.strip() or len(name) > RUN_NAME_MAX:
+        raise ToolError("invalid_params", f"name: give 1-{RUN_NAME_MAX} characters")
+    if not isinstance(lease_seconds, int) or not LEASE_MIN_S <= lease_seconds <= LEASE_MAX_S:
+        raise ToolError("invalid_params", f"lease_seconds: give a whole number from {LEASE_MIN_S} to {LEASE_MAX_S}")
+    now = timezone.now()
+    with transaction.atomic():
+        run = Run(
+            name=name.strip(),
+            metadata=metadata or {},
+            owner_principal_id=principal.id,
+            owner=principal.to_dict(),
+            lease_seconds=lease_seconds,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            heartbeat_at=now,
+        )
+        run.full_clean()
+        run.save(force_insert=True)
+        events.run_event_append(run_id=run.pk, kind="run.started", payload={"name": run.name})
+    run.refresh_from_db()
+    return run
+
+
+def run_heartbeat(*, run_id: str, principal: Principal) -> Run:
+    """Renew the lease. An expired run cannot be revived: ToolError("run_expired") says to start a new one."""
+    with transaction.atomic():
+        run = run_access(run_id=run_id, principal=principal, lock=True)
+        now = timezone.now()
+        if run.state == RunState.ACTIVE and run.lease_expires_at > now:
+            run.lease_expires_at = now + timedelta(seconds=run.lease_seconds)
+            run.heartbeat_at = now
+            run.save(update_fields=["lease_expires_at", "heartbeat_at", "updated_at"])
+            return run
+        if run.state == RunState.ACTIVE:  # expired but not swept yet: expire it now, consistently
+            _run_end(run, RunState.EXPIRED, reason="run lease expired")
+    raise ToolError(
+        "run_expired" if run_state_now(run) == RunState.EXPIRED else "run_not_active",
+        f"run {run.pk} is {run_state_now(run)}: its lease can no longer be renewed; start a new run (run.start)",
+        data={"run_id": str(run.pk), "state": run_state_now(run)},
+    )
+
+
+def run_cancel(*, run_id: str, principal: Principal, reason: str = "") -> tuple[Run, list[Job]]:
+    """Cancel the run and every in-flight job of it. An ended run is returned unchanged with no jobs (no-op)."""
+    with transaction.atomic():
+        run = run_access(run_id=run_id, principal=principal, lock=True)
+        if run.state != RunState.ACTIVE:
+            return run, []
+        cancelled = _run_end(run, RunState.CANCELLED, reason=reason or f"run cancelled by {principal.id}")
+    return run, cancelled
+
+
+def _run_end(run: Run, state: str, *, reason: str) -> list[Job]:
+    """End an active run (caller holds its lock): cancel its in-flight jobs, then log the end."""
+    cancelled = []
+    for active in Job.objects.filter(run=run, state__in=ACTIVE_JOB_STATES).order_by("created_at"):
+        job = _job_cancel(job=active, reason=reason)
+        if not job.cancel_was_noop:  # type: ignore[attr-defined]
+            cancelled.append(job)
+    run.state = state
+    run.ended_at = timezone.now()
+    run.save(update_fields=["state", "ended_at", "updated_at"])
+    events.run_event_append(
+        run_id=run.pk,
+        kind=f"run.{state}",
+        payload={"reason": reason, "cancelled_jobs": [str(j.pk) for j in cancelled]},
+    )
+    return cancelled
+
+
+def run_expire_leases(*, limit: int = 100) -> list[str]:
+    """Expire active runs whose lease ran out, cancelling their jobs (the scheduler's sweep)."""
+    expired = []
+    with transaction.atomic():
+        runs = list(
+            Run.objects.select_for_update(skip_locked=True)
+            .filter(state=RunState.ACTIVE, lease_expires_at__lte=timezone.now())
+            .order_by("lease_expires_at")[:limit]
+        )
+        for run in runs:
+            _run_end(run, RunState.EXPIRED, reason="run lease expired")
+            expired.append(str(run.pk))
+    return expired
+
+
+def runs_sweep() -> dict[str, list[str]]:
+    """One pass of the periodic maintenance: stale jobs, then expired run leases."""
+    return {"recovered_jobs": job_recover_stale(), "expired_runs": run_expire_leases()}
