@@ -6,4 +6,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # -- app url includes go below, one line each --
     path("", include("apps.accounts.urls")),
+    path("support/", include("apps.support.urls")),
 ]
