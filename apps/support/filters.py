@@ -126,7 +126,11 @@ class AuditFilters:
 
 
 def parse_filters(params: Any) -> tuple[AuditFilterForm, AuditFilters | None]:
-    form = AuditFilterForm(params)
+    data = params.copy()
+    for name, default in (("sort", "newest"), ("limit", "50")):
+        if not data.get(name):
+            data[name] = default  # so the form shows what the page uses
+    form = AuditFilterForm(data)
     if not form.is_valid():
         return form, None
     return form, AuditFilters.from_form(form.cleaned_data)
