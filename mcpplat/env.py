@@ -193,6 +193,14 @@ VARIABLES: tuple[Var, ...] = (
         False,
     ),
     Var(
+        "TAILSCALE_LOCALAPI_SOCKET",
+        "",
+        "tailscaled's LocalAPI socket (`/var/run/tailscale/tailscaled.sock`) for callers reaching the gateway "
+        "directly over the tailnet: their identity comes from `whois`, checked against `TAILNET_ALLOWED_LOGINS`. "
+        "Empty: off.",
+        False,
+    ),
+    Var(
         "AUDIT_SIGNING_KEY",
         None,
         "HMAC key for audit argument digests and signed chain digests. Unset: derived from `SECRET_KEY`.",
@@ -200,7 +208,13 @@ VARIABLES: tuple[Var, ...] = (
         True,
     ),
     Var("AUDIT_BATCH_MAX", "256", "Most audit events written in one group commit.", False),
-    Var("AUDIT_BATCH_WAIT_MS", "2", "How long the audit writer waits to fill a group commit (milliseconds).", False),
+    Var(
+        "AUDIT_BATCH_WAIT_MS",
+        "0",
+        "Extra time (ms) the audit writer lingers to fill a group commit under load. 0: batches form while the "
+        "previous commit is in flight, which adds no latency.",
+        False,
+    ),
     # -- end identity block --
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -57,10 +58,14 @@ def row_hash(row: dict[str, Any]) -> str:
 
 def signing_key() -> bytes:
     """AUDIT_SIGNING_KEY, or a key derived from SECRET_KEY (so development needs no extra secret)."""
-    configured = settings.AUDIT_SIGNING_KEY
+    return _signing_key(settings.AUDIT_SIGNING_KEY, settings.SECRET_KEY)
+
+
+@lru_cache(maxsize=4)
+def _signing_key(configured: str, secret_key: str) -> bytes:
     if configured:
         return configured.encode()
-    return hmac.new(settings.SECRET_KEY.encode(), b"mcpplat.audit.v1", hashlib.sha256).digest()
+    return hmac.new(secret_key.encode(), b"mcpplat.audit.v1", hashlib.sha256).digest()
 
 
 def key_id(key: bytes) -> str:
@@ -68,7 +73,7 @@ def key_id(key: bytes) -> str:
 
 
 def keyed_digest(data: str, key: bytes | None = None) -> str:
-    return hmac.new(key or signing_key(), data.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key or signing_key(), data.encode(), "sha256").hex()
 
 
 def digest_message(*, sequence: int, head_hash: str, event_count: int, created_at: datetime) -> str:

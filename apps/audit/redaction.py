@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -58,6 +59,7 @@ _SECRET_VALUES = re.compile(
 )
 
 
+@lru_cache(maxsize=4096)  # argument names repeat: classify each once
 def is_secret_key(key: str) -> bool:
     words = [w.lower() for w in _WORDS.findall(key)]
     if any(w in _SECRET_WORDS for w in words):
@@ -70,6 +72,11 @@ def redact(value: Any, *, depth: int = 0) -> Any:
     """A JSON-safe copy of `value` with secrets replaced by "[REDACTED]" and long strings/lists cut."""
     if depth > MAX_DEPTH:
         return "[too deep]"
+    if isinstance(value, str):
+        text = _SECRET_VALUES.sub(REDACTED, value) if len(value) >= 8 else value
+        if len(text) > MAX_STRING:
+            text = f"{text[:MAX_STRING]}…[+{len(text) - MAX_STRING} chars]"
+        return text
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for index, (key, item) in enumerate(value.items()):
@@ -84,11 +91,6 @@ def redact(value: Any, *, depth: int = 0) -> Any:
         if len(value) > MAX_ITEMS:
             items.append(f"[truncated: {len(value) - MAX_ITEMS} more items]")
         return items
-    if isinstance(value, str):
-        text = _SECRET_VALUES.sub(REDACTED, value)
-        if len(text) > MAX_STRING:
-            text = f"{text[:MAX_STRING]}…[+{len(text) - MAX_STRING} chars]"
-        return text
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):

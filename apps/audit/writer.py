@@ -15,13 +15,12 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from django.conf import settings
 from django.db import connections, transaction
-from django.utils import timezone
 
 from apps.audit.chain import CHAIN_LOCK_KEY, COLUMNS, GENESIS_HASH, canonical_json, keyed_digest, row_hash
 from apps.audit.models import AuditEvent, Outcome
@@ -70,7 +69,9 @@ class AuditWriteError(RuntimeError):
     """The event could not be made durable: the caller must not report success."""
 
 
-_RECORD_FIELDS = tuple(f.name for f in fields(AuditRecord))
+_TEXT_FIELDS = tuple(
+    f.name for f in fields(AuditRecord) if f.name not in {"arguments", "detail", "latency_ms", "outcome"}
+)
 _MAX_LENGTHS: dict[str, int] = {
     f.name: f.max_length for f in AuditEvent._meta.concrete_fields if f.max_length is not None
 }
@@ -79,9 +80,11 @@ _MAX_LENGTHS: dict[str, int] = {
 def _text(name: str, value: Any) -> str:
     if value is None:
         return ""
-    text = str(value).replace("\x00", "")
+    text = value if type(value) is str else str(value)
+    if "\x00" in text:
+        text = text.replace("\x00", "")
     limit = _MAX_LENGTHS.get(name)
-    return text[:limit] if limit else text
+    return text[:limit] if limit is not None and len(text) > limit else text
 
 
 def prepare(record: AuditRecord, *, created_at: datetime | None = None) -> dict[str, Any]:
@@ -100,16 +103,15 @@ def prepare(record: AuditRecord, *, created_at: datetime | None = None) -> dict[
             arguments = canonical_json({"[truncated]": f"{len(arguments)} characters", "keys": keys})
     latency = None if record.latency_ms is None else round(float(record.latency_ms), 3)
     row: dict[str, Any] = {
-        "created_at": created_at or timezone.now(),
+        "created_at": created_at or datetime.now(UTC),
         "arguments": arguments,
         "arguments_digest": digest,
         "latency_ms": latency,
         "outcome": record.outcome,
         "detail": "" if record.detail in (None, "", {}) else canonical_json(redact(record.detail)),
     }
-    for name in _RECORD_FIELDS:
-        if name not in row and name not in {"arguments", "detail"}:
-            row[name] = _text(name, getattr(record, name))
+    for name in _TEXT_FIELDS:
+        row[name] = _text(name, getattr(record, name))
     return row
 
 

@@ -223,6 +223,17 @@ OAUTH_AUDIENCE = env.get("OAUTH_AUDIENCE") or MCP_RESOURCE_URL
 OAUTH_JWKS_URL = env.get("OAUTH_JWKS_URL")
 if OAUTH_ISSUER and not OAUTH_JWKS_URL:
     raise ImproperlyConfigured("OAUTH_ISSUER is set but OAUTH_JWKS_URL is not: give the issuer's JWKS URL or file")
+if (
+    OAUTH_JWKS_URL
+    and OAUTH_JWKS_URL.startswith("http://")
+    and (urlsplit(OAUTH_JWKS_URL).hostname or "")
+    not in {
+        "127.0.0.1",
+        "localhost",
+        "::1",
+    }
+):
+    raise ImproperlyConfigured("OAUTH_JWKS_URL: fetch signing keys over https:// (plain http only on loopback)")
 OAUTH_JWKS_CACHE_SECONDS = env.get_int("OAUTH_JWKS_CACHE_SECONDS")
 OAUTH_ALGORITHMS = env.get_list("OAUTH_ALGORITHMS")
 if _bad_algs := [a for a in OAUTH_ALGORITHMS if a.lower() == "none" or a.upper().startswith("HS")]:
@@ -232,6 +243,7 @@ OAUTH_USER_CLAIM = env.get_str("OAUTH_USER_CLAIM")
 OAUTH_DEFAULT_ROLE = env.get("OAUTH_DEFAULT_ROLE") or None
 TAILNET_TRUSTED_PROXIES = env.get_list("TAILNET_TRUSTED_PROXIES")
 TAILNET_ALLOWED_LOGINS = env.get_list("TAILNET_ALLOWED_LOGINS")
+TAILSCALE_LOCALAPI_SOCKET = env.get("TAILSCALE_LOCALAPI_SOCKET") or ""
 AUDIT_SIGNING_KEY = env.get("AUDIT_SIGNING_KEY") or ""  # empty: apps.audit derives one from SECRET_KEY
 AUDIT_BATCH_MAX = env.get_int("AUDIT_BATCH_MAX")
 AUDIT_BATCH_WAIT_MS = env.get_int("AUDIT_BATCH_WAIT_MS")

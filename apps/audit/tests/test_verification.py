@@ -5,7 +5,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from apps.audit.chain import row_hash
-from apps.audit.models import AuditEvent
+from apps.audit.models import AuditDigest, AuditEvent
 from apps.audit.selectors import audit_chain_verify, audit_digest_verify, audit_event_page
 from apps.audit.services import audit_digest_create
 from apps.audit.writer import AuditRecord, audit_record_sync
@@ -113,3 +113,16 @@ def test_event_pages_filter_and_continue_from_a_cursor(db):
     assert [e.sequence for e in first_page] == [events[4].sequence, events[2].sequence]
     second_page = audit_event_page(principal_id="user:0", limit=2, before=first_page[-1].sequence)
     assert [e.sequence for e in second_page][:1] == [events[0].sequence]
+
+
+def test_the_periodic_actor_signs_the_head(db):
+    from apps.audit.actors import audit_digest
+
+    events = _events(1)
+    audit_digest.fn()
+    assert AuditDigest.objects.latest().sequence == events[-1].sequence
+
+
+def test_event_pages_find_a_request_by_its_id(db):
+    events = _events(3)
+    assert [e.sequence for e in audit_event_page(request_id="v-1")][:1] == [events[1].sequence]
