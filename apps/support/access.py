@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django_otp import DEVICE_ID_SESSION_KEY
@@ -101,14 +101,14 @@ def support_read_required(view: View) -> View:
     return wrapper
 
 
-AsyncView = Callable[..., Awaitable[HttpResponse]]
+AsyncView = Callable[..., Awaitable[HttpResponseBase]]
 
 
-def asupport_read_required(view: AsyncView) -> AsyncView:
+def asupport_read_required(view: AsyncView) -> Any:
     """Async view guard (exports): same rule, through `request.auser()` (which django-otp verifies)."""
 
     @wraps(view)
-    async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         user = await request.auser()
         verified = bool(user.is_authenticated and getattr(user, "is_verified", lambda: False)())
         access = await sync_to_async(support_access_for)(user, verified=verified)

@@ -26,7 +26,7 @@ from django_otp import DEVICE_ID_SESSION_KEY
 
 from apps.support import selectors
 from apps.support.access import SupportAccess, scope_access
-from apps.support.filters import BIGINT_MAX, AuditFilters, parse_filters
+from apps.support.filters import BIGINT_MAX, AuditFilters, form_problems, parse_filters
 from apps.support.live import AUDIT_GROUP
 
 log = logging.getLogger(__name__)
@@ -152,8 +152,7 @@ class AuditTailConsumer(_LiveConsumer):
     async def setup(self) -> tuple[int, str] | None:
         form, filters = parse_filters(self.params)
         if filters is None:
-            problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
-            return CLOSE_BAD_REQUEST, f"Live tail not started: {problems}"
+            return CLOSE_BAD_REQUEST, f"Live tail not started: {form_problems(form)}"
         self.filters: AuditFilters = filters
         try:
             after = _cursor(self.params, "after")
@@ -197,8 +196,8 @@ def _event_row(event: Any) -> dict[str, Any]:
     }
 
 
-def _run_snapshot(run_id: uuid.UUID, after: int) -> dict[str, Any] | None:
-    run = selectors.run_get(run_id)
+def _run_snapshot(object_id: uuid.UUID, after: int) -> dict[str, Any] | None:
+    run = selectors.run_get(object_id)
     if run is None:
         return None
     return {
@@ -208,8 +207,8 @@ def _run_snapshot(run_id: uuid.UUID, after: int) -> dict[str, Any] | None:
     }
 
 
-def _job_snapshot(job_id: uuid.UUID, after: int) -> dict[str, Any] | None:
-    job = selectors.job_get(job_id)
+def _job_snapshot(object_id: uuid.UUID, after: int) -> dict[str, Any] | None:
+    job = selectors.job_get(object_id)
     if job is None:
         return None
     return {

@@ -53,7 +53,7 @@ class AuditFilterForm(forms.Form):
     )
     sort = forms.ChoiceField(required=False, choices=list(SORTS.items()))
     limit = forms.TypedChoiceField(
-        required=False, coerce=int, empty_value=50, label="Per page", choices=[(n, str(n)) for n in PAGE_SIZES]
+        required=False, coerce=int, label="Per page", choices=[(n, str(n)) for n in PAGE_SIZES]
     )
 
     def clean_since(self) -> datetime | None:
@@ -105,7 +105,15 @@ class AuditFilters:
     @classmethod
     def from_form(cls, data: dict[str, Any]) -> AuditFilters:
         return cls(
-            **{name: data.get(name) or cls.__dataclass_fields__[name].default for name in cls.__dataclass_fields__}
+            principal=data.get("principal") or "",
+            tool=data.get("tool") or "",
+            outcome=data.get("outcome") or "",
+            error_code=data.get("error_code") or "",
+            identity_source=data.get("identity_source") or "",
+            since=data.get("since"),
+            until=data.get("until"),
+            q=data.get("q") or "",
+            sort=data.get("sort") or "newest",
         )
 
     def as_query(self) -> dict[str, str]:
@@ -123,6 +131,11 @@ class AuditFilters:
 
     def active(self) -> bool:
         return any(v for k, v in self.as_query().items() if k != "sort")
+
+
+def form_problems(form: forms.Form) -> str:
+    """The form's errors as one line: `field: message; field: message`."""
+    return "; ".join(f"{field}: {' '.join(str(e) for e in errors)}" for field, errors in form.errors.items())
 
 
 def parse_filters(params: Any) -> tuple[AuditFilterForm, AuditFilters | None]:

@@ -7,7 +7,7 @@ in `sequence` (apps/audit migrations 0001 and 0003), so page 10,000 costs what p
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -158,7 +158,7 @@ def audit_head_sequence() -> int:
     return AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
 
 
-def audit_export_chunks(filters: AuditFilters, *, chunk_size: int = 2000) -> Iterator[list[AuditEvent]]:
+def audit_export_chunks(filters: AuditFilters, *, chunk_size: int = 2000) -> Generator[list[AuditEvent]]:
     """The whole filtered set in `filters.sort` order, one keyset chunk at a time (constant memory)."""
     key = None
     while True:

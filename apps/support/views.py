@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,7 +31,15 @@ from apps.gateway.registry import ToolError
 from apps.runs.models import ACTIVE_JOB_STATES, JobState, RunState
 from apps.support import selectors
 from apps.support.access import SupportAccess, asupport_read_required, support_read_required
-from apps.support.filters import BIGINT_MAX, SORTS, AuditFilters, CursorError, cursor_decode, parse_filters
+from apps.support.filters import (
+    BIGINT_MAX,
+    SORTS,
+    AuditFilters,
+    CursorError,
+    cursor_decode,
+    form_problems,
+    parse_filters,
+)
 from apps.support.services import support_action_record, support_job_cancel, support_run_cancel
 
 EXPORT_COLUMNS = (
@@ -62,7 +70,7 @@ EXPORT_COLUMNS = (
 def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     context = admin.site.each_context(request)
     context["support"] = getattr(request, "support", None)
-    name = request.resolver_match.url_name if request.resolver_match else ""
+    name = (request.resolver_match.url_name if request.resolver_match else "") or ""
     context["section"] = "chain" if name == "audit_chain" else "audit" if name.startswith("audit") else "runs"
     context.update(extra)
     return context
@@ -255,11 +263,11 @@ def _jsonl_lines(chunk: list[AuditEvent]) -> str:
 
 
 async def _export_body(filters: AuditFilters, fmt: str) -> AsyncIterator[str]:
-    chunks: Iterator[list[AuditEvent]] = selectors.audit_export_chunks(filters)
+    chunks: Generator[list[AuditEvent]] = selectors.audit_export_chunks(filters)
     header = True
     try:
         while True:
-            chunk = await sync_to_async(next)(chunks, None)
+            chunk = await sync_to_async(lambda: next(chunks, None))()
             if chunk is None:
                 return
             yield _csv_lines(chunk, header) if fmt == "csv" else _jsonl_lines(chunk)
@@ -274,9 +282,10 @@ async def audit_export(request: HttpRequest, fmt: str) -> HttpResponseBase:
         return HttpResponse("Use GET.", status=405, content_type="text/plain")
     form, filters = parse_filters(request.GET)
     if filters is None:
-        problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
         return HttpResponse(
-            f"Cannot export: {problems}. Fix the filter and try again.\n", status=400, content_type="text/plain"
+            f"Cannot export: {form_problems(form)}. Fix the filter and try again.\n",
+            status=400,
+            content_type="text/plain",
         )
     await sync_to_async(support_action_record)(
         access=_support(request),
