@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
+from django.contrib import messages
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
@@ -79,6 +80,8 @@ def acting_principal(access: SupportAccess) -> Principal:
 
 def _denied(request: HttpRequest, access: SupportAccess) -> HttpResponse:
     if not access.verified:
+        if access.signed_in:  # signed in with a password only (or the OTP device was removed)
+            messages.warning(request, access.reason())
         query = urlencode({"next": request.get_full_path()})
         return redirect(f"{reverse('support:login')}?{query}")
     return render(request, "support/denied.html", {"reason": access.reason(), "title": "Not allowed"}, status=403)

@@ -208,6 +208,7 @@ def audit_event_row(event: AuditEvent) -> dict[str, Any]:
         "arguments": json_or_text(event.arguments),
         "arguments_digest": event.arguments_digest,
         "detail": json_or_text(event.detail),
+        "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
 

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_otp import devices_for_user
 from django_otp.forms import OTPAuthenticationForm
 
+from apps.audit.chain import COLUMNS
 from apps.audit.models import AuditEvent
 from apps.audit.redaction import redact
 from apps.gateway.registry import ToolError
@@ -42,29 +43,8 @@ from apps.support.filters import (
 )
 from apps.support.services import support_action_record, support_job_cancel, support_run_cancel
 
-EXPORT_COLUMNS = (
-    "sequence",
-    "created_at",
-    "principal_id",
-    "identity_source",
-    "credential_id",
-    "method",
-    "tool",
-    "outcome",
-    "error_code",
-    "latency_ms",
-    "request_id",
-    "trace_id",
-    "session_id",
-    "client_host",
-    "protocol_version",
-    "run_id",
-    "job_id",
-    "arguments",
-    "arguments_digest",
-    "detail",
-    "hash",
-)
+# Every stored column, in chain order: an export carries what is needed to re-check the hashes.
+EXPORT_COLUMNS = (*COLUMNS, "hash")
 
 
 def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:

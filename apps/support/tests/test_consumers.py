@@ -95,3 +95,25 @@ async def test_run_timeline_follows_the_run_live(users):
     assert [e["kind"] for e in update["events"]] == ["run.cancelled"]
     assert update["last"] == 2
     await socket.disconnect()
+
+
+async def test_a_session_that_ends_closes_the_live_tail_with_a_message(users, monkeypatch):
+    # given
+    from django.contrib.sessions.models import Session
+
+    from apps.support import consumers
+
+    monkeypatch.setattr(consumers, "SESSION_CHECK_S", 0.0)
+    headers = await sync_to_async(_cookie)(users["support"])
+    tail = await _connect("/ws/support/audit/", headers)
+    assert (await tail.receive_json_from(timeout=WAIT))["type"] == "hello"
+    # when: the session is gone (logged out elsewhere, or expired and cleared)
+    await sync_to_async(Session.objects.all().delete)()
+    # then
+    message = await tail.receive_json_from(timeout=WAIT)
+    assert message == {
+        "type": "error",
+        "code": 4401,
+        "message": "Your session has ended: reload the page and sign in again.",
+    }
+    assert await tail.receive_output(timeout=WAIT) == {"type": "websocket.close", "code": 4401}
