@@ -26,6 +26,7 @@ from apps.accounts.identity import authenticate, identity_cache_clear
 from apps.accounts.principal import Principal
 from apps.audit.models import AuditEvent
 from apps.runs import services as runs_services
+from apps.runs.models import Job
 from apps.support.tests.conftest import PASSWORD, make_user, record
 
 ROOT = Path(settings.BASE_DIR)
@@ -154,6 +155,16 @@ def seeded(transactional_db) -> dict[str, Any]:
     staff.staticdevice_set.get().token_set.create(token="55556666")
     owner = Principal(id="service:8", kind="service", name="agent", identity_source="api_token", grants=frozenset())
     run = runs_services.run_start(principal=owner, name="nightly import", metadata=None, lease_seconds=600)
+    job = Job.objects.create(
+        tool="task.list",
+        queue="default",
+        arguments={"q": "x"},
+        arguments_digest="0" * 64,
+        principal_id=owner.id,
+        principal=owner.to_dict(),
+        run=run,
+        ttl_ms=60000,
+    )
     for i in range(30):
         record(principal_id="service:8", tool="task.list" if i % 3 else "memory.search", latency_ms=float(i))
     record(
@@ -165,7 +176,7 @@ def seeded(transactional_db) -> dict[str, Any]:
         trace_id="0af7651916cd43dd8448eb211c80319c",
         run_id=str(run.pk),
     )
-    return {"support": support, "staff": staff, "run": run}
+    return {"support": support, "staff": staff, "run": run, "job": job}
 
 
 def test_support_user_reviews_the_audit_log_live_and_cannot_change_anything(browser_page, seeded):
@@ -219,6 +230,12 @@ def test_support_user_reviews_the_audit_log_live_and_cannot_change_anything(brow
     # when: the run page; the cancel button is disabled for support, and forcing the form is refused
     page.goto(f"/support/runs/{seeded['run'].pk}/")
     page.wait_for_selector("text=Live: connected")
+    job_state = page.locator(f'tr[data-job-id="{seeded["job"].pk}"] [data-field="state"]')
+    assert job_state.inner_text() == "queued"
+    # the job starts while the page is open: its state and the event appear without a reload
+    runs_services.job_transition(job_id=seeded["job"].pk, to="running")
+    page.wait_for_selector(f'tr[data-job-id="{seeded["job"].pk}"] [data-field="state"]:has-text("running")')
+    page.wait_for_selector("#timeline tr.live-new")
     assert page.is_disabled("#cancel-button")
     _shot(page, "support-run-timeline")
     page.evaluate("document.getElementById('cancel-button').disabled = false")
@@ -294,3 +311,4 @@ def test_staff_creates_a_role_grants_a_tool_and_issues_a_working_token(browser_p
     page.click("#cancel-button")
     page.wait_for_selector("text=Run cancelled")
     assert page.inner_text("#object-state") == "cancelled"
+    assert page.locator(f'tr[data-job-id="{seeded["job"].pk}"] [data-field="state"]').inner_text() == "cancelled"
