@@ -13,16 +13,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import connection
 
-from apps.accounts.identity import authenticate, identity_cache_clear
 from apps.accounts.principal import Principal
 from apps.audit.models import AuditEvent
 from apps.runs import services as runs_services
@@ -248,6 +246,37 @@ def test_support_user_reviews_the_audit_log_live_and_cannot_change_anything(brow
     _shot(page, "support-refused")
 
 
+def _mcp_call(base_url: str, token: str, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One stateless-era (2026-07-28) tools/call, as an MCP client sends it."""
+    response = httpx.post(
+        f"{base_url}/mcp",
+        headers={
+            "authorization": f"Bearer {token}",
+            "accept": "application/json, text/event-stream",
+            "content-type": "application/json",
+            "mcp-protocol-version": "2026-07-28",
+            "mcp-method": "tools/call",
+            "mcp-name": tool,
+        },
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {
+                "name": tool,
+                "arguments": arguments or {},
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                },
+            },
+        },
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
 def _admin_login(page: Any) -> None:
     page.goto("/admin/")
     page.fill("#id_username", "stella-staff")
@@ -263,7 +292,7 @@ def _admin_login(page: Any) -> None:
     assert page.locator("#user-tools").count() == 1, page.inner_text("#content")
 
 
-def test_staff_creates_a_role_grants_a_tool_and_issues_a_working_token(browser_page, seeded):
+def test_staff_creates_a_role_grants_a_tool_and_issues_a_working_token(browser_page, seeded, daphne_url):
     page = browser_page
     _admin_login(page)
     _shot(page, "admin-index")
@@ -275,7 +304,7 @@ def test_staff_creates_a_role_grants_a_tool_and_issues_a_working_token(browser_p
     page.wait_for_selector("text=was added successfully")
     page.goto("/admin/accounts/role/add/")
     page.fill("#id_name", "browser-testers")
-    page.fill("#id_grants-0-pattern", "task.list")
+    page.fill("#id_grants-0-pattern", "platform.whoami")
     page.click("#bindings-group .add-row a")
     page.click("#bindings-0 .field-service_account .select2-selection")
     page.fill(".select2-search__field", "browser-agent")
@@ -294,16 +323,18 @@ def test_staff_creates_a_role_grants_a_tool_and_issues_a_working_token(browser_p
     token = message.inner_text()
     _shot(page, "admin-token-issued")
 
-    # then: the token authenticates as the service account, which may call task.list and nothing else
+    # then: through /mcp, the token calls the granted tool and is refused the others (explicitly, and audited)
     assert token.startswith("mcpp_")
-    identity_cache_clear()
-    with ThreadPoolExecutor(1) as pool:  # this thread runs Playwright's loop: authenticate from another one
-        principal = pool.submit(
-            async_to_sync(authenticate), {"authorization": f"Bearer {token}"}, client_host="127.0.0.1"
-        ).result()
-    assert principal.name == "browser-agent"
-    assert principal.can_call("task.list")
-    assert not principal.can_call("task.create")
+    whoami = _mcp_call(daphne_url, token, "platform.whoami")
+    assert whoami["result"]["structuredContent"]["name"] == "browser-agent"
+    assert whoami["result"]["structuredContent"]["tools"] == ["platform.whoami"]
+    refused = _mcp_call(daphne_url, token, "run.start", {"name": "x", "lease_seconds": 60})
+    assert refused["error"]["data"]["permission"] == "run.start", refused  # an explicit denial, not "unknown"
+    principal_id = whoami["result"]["structuredContent"]["id"]
+    outcomes = set(
+        AuditEvent.objects.filter(principal_id=principal_id, method="tools/call").values_list("tool", "outcome")
+    )
+    assert outcomes == {("platform.whoami", "ok"), ("run.start", "denied")}
 
     # and: staff may cancel the run from the support page
     page.goto(f"/support/runs/{seeded['run'].pk}/")
