@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mcpplat.settings.test")
 os.environ.setdefault("MCPPLAT_TEST_WORKER_DB", "support_explain")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
