@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.auth import AuthMiddlewareStack
@@ -117,3 +119,22 @@ async def test_a_session_that_ends_closes_the_live_tail_with_a_message(users, mo
         "message": "Your session has ended: reload the page and sign in again.",
     }
     assert await tail.receive_output(timeout=WAIT) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_the_writer_hook_wakes_the_tail_at_once(users, monkeypatch):
+    # given: polling so slow that only the nudge can deliver within the wait
+    from apps.support import consumers
+    from apps.support.live import audit_appended_anotify
+
+    monkeypatch.setattr(consumers, "POLL_S", 60.0)
+    headers = await sync_to_async(_cookie)(users["support"])
+    tail = await _connect("/ws/support/audit/", headers)
+    assert (await tail.receive_json_from(timeout=WAIT))["type"] == "hello"
+    await asyncio.sleep(0.2)  # the consumer is now waiting
+    # when
+    event = await sync_to_async(record)(tool="task.list")
+    await audit_appended_anotify()
+    # then
+    message = await tail.receive_json_from(timeout=WAIT)
+    assert [e["sequence"] for e in message["events"]] == [event.sequence]
+    await tail.disconnect()
