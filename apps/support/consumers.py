@@ -196,26 +196,22 @@ def _event_row(event: Any) -> dict[str, Any]:
     }
 
 
+def _snapshot(obj: Any, events: list[Any], jobs: list[Any]) -> dict[str, Any]:
+    return {"state": obj.state, "events": [_event_row(e) for e in events], "jobs": [_job_row(j) for j in jobs]}
+
+
 def _run_snapshot(object_id: uuid.UUID, after: int) -> dict[str, Any] | None:
     run = selectors.run_get(object_id)
-    if run is None:
-        return None
-    return {
-        "state": run.state,
-        "events": [_event_row(e) for e in selectors.run_timeline(run, after_seq=after, limit=500)],
-        "jobs": [_job_row(j) for j in selectors.run_jobs(run)],
-    }
+    return (
+        None
+        if run is None
+        else _snapshot(run, selectors.run_timeline(run, after_seq=after, limit=500), selectors.run_jobs(run))
+    )
 
 
 def _job_snapshot(object_id: uuid.UUID, after: int) -> dict[str, Any] | None:
     job = selectors.job_get(object_id)
-    if job is None:
-        return None
-    return {
-        "state": job.state,
-        "events": [_event_row(e) for e in selectors.job_timeline(job, after_seq=after, limit=500)],
-        "jobs": [_job_row(job)],
-    }
+    return None if job is None else _snapshot(job, selectors.job_timeline(job, after_seq=after, limit=500), [job])
 
 
 class _TimelineConsumer(_LiveConsumer):

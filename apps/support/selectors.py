@@ -33,23 +33,15 @@ _ORDER = {
 CLOCK_SLACK = timedelta(minutes=10)
 
 
-def _sequence_before(moment: datetime) -> int | None:
-    """The sequence of the latest event stamped before `moment` (b-tree on created_at: one index probe)."""
-    return (
-        AuditEvent.objects.filter(created_at__lt=moment)
-        .order_by("-created_at")
-        .values_list("sequence", flat=True)
-        .first()
+def _sequence_at(moment: datetime, *, before: bool) -> int | None:
+    """The sequence of the latest event stamped before `moment`, or of the first stamped at or after it
+    (b-tree on created_at: one index probe)."""
+    events = (
+        AuditEvent.objects.filter(created_at__lt=moment).order_by("-created_at")
+        if before
+        else AuditEvent.objects.filter(created_at__gte=moment).order_by("created_at")
     )
-
-
-def _sequence_from(moment: datetime) -> int | None:
-    return (
-        AuditEvent.objects.filter(created_at__gte=moment)
-        .order_by("created_at")
-        .values_list("sequence", flat=True)
-        .first()
-    )
+    return events.values_list("sequence", flat=True).first()
 
 
 def audit_events_filtered(filters: AuditFilters) -> QuerySet[AuditEvent]:
@@ -71,11 +63,11 @@ def audit_events_filtered(filters: AuditFilters) -> QuerySet[AuditEvent]:
     events = events.filter(**{k: v for k, v in exact.items() if v})
     if filters.since:
         events = events.filter(created_at__gte=filters.since)
-        if (low := _sequence_before(filters.since - CLOCK_SLACK)) is not None:
+        if (low := _sequence_at(filters.since - CLOCK_SLACK, before=True)) is not None:
             events = events.filter(sequence__gt=low)
     if filters.until:
         events = events.filter(created_at__lt=filters.until)
-        if (high := _sequence_from(filters.until + CLOCK_SLACK)) is not None:
+        if (high := _sequence_at(filters.until + CLOCK_SLACK, before=False)) is not None:
             events = events.filter(sequence__lt=high)
     if filters.q:
         q = filters.q
