@@ -225,7 +225,12 @@ def test_support_user_reviews_the_audit_log_live_and_cannot_change_anything(brow
     assert "Chain intact." in page.inner_text("#content-main")
     _shot(page, "support-audit-chain")
 
-    # when: the run page; the cancel button is disabled for support, and forcing the form is refused
+    # when: the runs list, then the run page; the cancel button is disabled for support, and forcing it is refused
+    page.goto("/support/runs/")
+    page.click("text=nightly import")
+    page.wait_for_url(re.compile(rf"/support/runs/{seeded['run'].pk}/$"))
+    page.go_back()
+    _shot(page, "support-runs")
     page.goto(f"/support/runs/{seeded['run'].pk}/")
     page.wait_for_selector("text=Live: connected")
     job_state = page.locator(f'tr[data-job-id="{seeded["job"].pk}"] [data-field="state"]')
