@@ -7,4 +7,5 @@ urlpatterns = [
     # -- app url includes go below, one line each --
     path("", include("apps.accounts.urls")),
     path("api/", include("apps.runs.api.urls")),
+    path("support/", include("apps.support.urls")),
 ]

@@ -41,7 +41,7 @@ def _args_table(tool: Tool) -> str:
 
 
 def tools_markdown() -> str:
-    tools = [t for t in registry.all() if not t.name.startswith("test_")]
+    tools = [t for t in registry.all() if not t.name.startswith(("test_", "test."))]  # test-only tools
     parts = [
         "# Tool reference\n",
         "Generated from the tool registry by `manage.py tools_doc`; a test fails when this file is stale.\n",

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.browser",
     "apps.runs",
+    "apps.support",
 ]
 
 MIDDLEWARE = [
