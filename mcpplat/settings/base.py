@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.gateway",
     # -- apps added by capability work go below, one line each --
+    "apps.tasks",
 ]
 
 MIDDLEWARE = [
@@ -197,6 +198,10 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {"TITLE": "mcpplat API", "VERSION": "0.1.0", "SERVE_INCLUDE_SCHEMA": False}
+
+# -- tasks: self-hosted Swagger UI / Redoc for /api/docs/ (no CDN at run time) --
+INSTALLED_APPS.append("drf_spectacular_sidecar")
+SPECTACULAR_SETTINGS |= {"SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR"}
 
 # -------------------------------------------------------------------------------------- i18n/static
 LANGUAGE_CODE = "en-us"
