@@ -159,7 +159,7 @@ def test_next_action_ranks_and_explains(owner, new_task):
     done = new_task("done")
     services.task_update(principal=owner, task_id=done.pk, version=1, status="done")
     low = new_task("low", priority="low")
-    high = new_task("high", priority="high", depends_on=[done.pk])
+    new_task("high", priority="high", depends_on=[done.pk])
     new_task("blocked", priority="critical", depends_on=[low.pk])
     # when
     result = services.task_next_action(principal=owner, project="alpha")
