@@ -134,3 +134,31 @@ def svg(graph: Graph, *, highlight: int | None = None, width: int = 180, height:
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def neighbourhood(graph: Graph, task_id: int, *, limit: int = 60) -> Graph:
+    """The part of a project graph around one task: what it waits on, what waits on it, and its subtasks."""
+    upstream: dict[int, list[int]] = {}
+    downstream: dict[int, list[int]] = {}
+    for task, dep in graph.edges:
+        upstream.setdefault(task, []).append(dep)
+        downstream.setdefault(dep, []).append(task)
+    children: dict[int, list[int]] = {}
+    for node in graph.nodes:
+        if node.parent is not None:
+            children.setdefault(node.parent, []).append(node.id)
+    keep = {task_id}
+    for direction in (upstream, downstream, children):
+        frontier = [task_id]
+        while frontier and len(keep) < limit:
+            following = []
+            for current in frontier:
+                for other in direction.get(current, ()):
+                    if other not in keep and len(keep) < limit:
+                        keep.add(other)
+                        following.append(other)
+            frontier = following
+    return Graph(
+        nodes=[n for n in graph.nodes if n.id in keep],
+        edges=[(a, b) for a, b in graph.edges if a in keep and b in keep],
+    )

@@ -136,8 +136,8 @@ def project_personal(*, principal: Principal) -> Project:
 
 
 # ------------------------------------------------------------------------------------------------- dependencies
-def _dependency_add(*, task: Task, depends_on_id: int, principal: Principal) -> Dependency:
-    """Add task -> depends_on. Caller holds the project's graph lock and the transaction."""
+def check_dependency(*, task: Task, depends_on_id: int, principal: Principal) -> Task:
+    """Raise unless task -> depends_on may be added now; returns the target. Reads only."""
     if depends_on_id == task.pk:
         raise TaskError("self_dependency", f"task #{task.pk} cannot depend on itself", task=task.pk)
     target = selectors.task_access(principal=principal, task_id=depends_on_id)
@@ -174,6 +174,12 @@ def _dependency_add(*, task: Task, depends_on_id: int, principal: Principal) -> 
             depends_on=target.pk,
             cycle=cycle,
         )
+    return target
+
+
+def _dependency_add(*, task: Task, depends_on_id: int, principal: Principal) -> Dependency:
+    """Add task -> depends_on. Caller holds the project's graph lock and the transaction."""
+    target = check_dependency(task=task, depends_on_id=depends_on_id, principal=principal)
     edge = Dependency(task=task, depends_on=target, created_by=principal.id)
     edge.save()
     return edge

@@ -102,8 +102,10 @@ class TaskCollectionApi(TaskApi):
     @extend_schema(parameters=[ListInput], responses={200: ListOutput, 400: ErrorOutput}, operation_id="task_list")
     def get(self, request: Request) -> Response:
         principal = self.principal(request, "task.list")
-        query = {key: request.query_params.getlist(key) if key == "status" else value
-                 for key, value in request.query_params.items()}
+        query = {
+            key: request.query_params.getlist(key) if key == "status" else value
+            for key, value in request.query_params.items()
+        }
         args = _validated(self.ListInput, query)
         if "status" in args:
             args["status"] = sorted(args["status"])
@@ -173,7 +175,9 @@ class TaskNextActionApi(TaskApi):
     @extend_schema(request=Input, responses={200: Output}, operation_id="task_next_action")
     def post(self, request: Request) -> Response:
         principal = self.principal(request, "task.next_action")
-        return Response(next_action_dict(services.task_next_action(principal=principal, **_validated(self.Input, request.data))))
+        return Response(
+            next_action_dict(services.task_next_action(principal=principal, **_validated(self.Input, request.data)))
+        )
 
 
 class TaskGraphApi(TaskApi):
