@@ -65,7 +65,7 @@ def test_bulk_status_action_reports_refusals(admin_client, staff):
         "/admin/tasks/task/", {"action": "mark_done", "_selected_action": [a.pk, b.pk]}, follow=True
     )
     # then the refusal names the task and the rule; the second run moves both
-    assert f"task #{b.pk} cannot be done: it depends on unfinished #{a.pk} (todo)" in refused.content.decode()
+    assert f"Task #{b.pk} cannot be done: it depends on unfinished #{a.pk} (todo)" in refused.content.decode()
     assert dict(Task.objects.values_list("id", "status")) == {a.pk: "done", b.pk: "done"}
     assert "2 task(s) set to done" in both.content.decode()
 
