@@ -203,6 +203,8 @@ class TaskAdmin(admin.ModelAdmin):
             return
         principal = principal_for_user(request.user)
         task = form.instance
+        # what the admin's change message reads (normally set by formset.save())
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         for edge_form in formset.forms:
             if not edge_form.has_changed() and edge_form not in formset.deleted_forms:
                 continue
@@ -210,5 +212,7 @@ class TaskAdmin(admin.ModelAdmin):
             after = edge_form.cleaned_data.get("depends_on")
             if before and (edge_form in formset.deleted_forms or (after and after.pk != before)):
                 services.dependency_remove(principal=principal, task_id=task.pk, depends_on_id=before)
+                formset.deleted_objects.append(edge_form.instance)
             if after and edge_form not in formset.deleted_forms and (not before or after.pk != before):
-                services.dependency_add(principal=principal, task_id=task.pk, depends_on_id=after.pk)
+                edge = services.dependency_add(principal=principal, task_id=task.pk, depends_on_id=after.pk)
+                formset.new_objects.append(edge)
