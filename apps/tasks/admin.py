@@ -172,6 +172,15 @@ class TaskAdmin(admin.ModelAdmin):
             self.message_user(request, exc.message, messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
+    def delete_model(self, request: HttpRequest, obj: Task) -> None:
+        services.task_delete(principal=principal_for_user(request.user), task_id=obj.pk)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        principal = principal_for_user(request.user)
+        for task_id in queryset.order_by("-id").values_list("id", flat=True):
+            if Task.objects.filter(pk=task_id).exists():  # may have gone with a deleted parent
+                services.task_delete(principal=principal, task_id=task_id)
+
     def save_model(self, request: HttpRequest, obj: Task, form: forms.ModelForm, change: bool) -> None:
         principal = principal_for_user(request.user)
         data = form.cleaned_data

@@ -87,6 +87,10 @@ class Task(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # Maintained by apps.tasks.services (never edited by hand) so next_action is one index scan in rank order:
+    # how many dependencies are not done/cancelled, and how many subtasks are still open.
+    open_dependencies = models.PositiveIntegerField(default=0, editable=False)
+    open_subtasks = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["id"]
@@ -95,6 +99,9 @@ class Task(models.Model):
             models.CheckConstraint(condition=Q(status__in=Status.values), name="tasks_task_status_known"),
             models.CheckConstraint(condition=Q(priority__in=Priority.values), name="tasks_task_priority_known"),
             models.CheckConstraint(condition=Q(version__gte=1), name="tasks_task_version_positive"),
+            models.CheckConstraint(
+                condition=Q(open_dependencies__gte=0, open_subtasks__gte=0), name="tasks_task_open_counts_positive"
+            ),
         ]
         indexes = [
             # next_action: ready candidates of a project in rank order
@@ -104,8 +111,8 @@ class Task(models.Model):
                 F("due_date").asc(nulls_last=True),
                 "created_at",
                 "id",
-                condition=Q(status="todo"),
-                name="tasks_task_todo_rank",
+                condition=Q(status="todo", open_dependencies=0, open_subtasks=0),
+                name="tasks_task_candidate_rank",
             ),
             models.Index(fields=["project", "status"], name="tasks_task_project_status"),
             models.Index(fields=["assignee", "status"], name="tasks_task_assignee_status"),

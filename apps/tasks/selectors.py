@@ -255,29 +255,20 @@ def dependency_path(*, start: int, goal: int) -> list[int] | None:
 
 
 # ------------------------------------------------------------------------------------------------- readiness
-_UNRESOLVED = ", ".join(f"'{s}'" for s in RESOLVED)
 _ANCESTOR_BLOCKING = ", ".join(f"'{s}'" for s in (Status.BLOCKED, Status.DEFERRED, Status.CANCELLED))
 
 READY_SQL = f"""
 SELECT t.id FROM tasks_task t
 WHERE t.project_id = ANY(%(projects)s)
-  AND t.status = 'todo'
+  AND t.status = 'todo' AND t.open_dependencies = 0 AND t.open_subtasks = 0
   AND (t.assignee = '' OR t.assignee = %(me)s)
-  AND NOT EXISTS (
-      SELECT 1 FROM tasks_dependency d JOIN tasks_task u ON u.id = d.depends_on_id
-      WHERE d.task_id = t.id AND u.status NOT IN ({_UNRESOLVED}))
-  AND NOT EXISTS (SELECT 1 FROM tasks_task c WHERE c.parent_id = t.id AND c.status NOT IN ({_UNRESOLVED}))
   AND (t.parent_id IS NULL OR NOT EXISTS (
-      WITH RECURSIVE anc(id, parent_id, status) AS (
-          SELECT p.id, p.parent_id, p.status FROM tasks_task p WHERE p.id = t.parent_id
+      WITH RECURSIVE anc(id, parent_id, status, open_dependencies) AS (
+          SELECT p.id, p.parent_id, p.status, p.open_dependencies FROM tasks_task p WHERE p.id = t.parent_id
           UNION ALL
-          SELECT p.id, p.parent_id, p.status FROM tasks_task p JOIN anc ON p.id = anc.parent_id
+          SELECT p.id, p.parent_id, p.status, p.open_dependencies FROM tasks_task p JOIN anc ON p.id = anc.parent_id
       )
-      SELECT 1 FROM anc
-      WHERE anc.status IN ({_ANCESTOR_BLOCKING})
-         OR EXISTS (
-             SELECT 1 FROM tasks_dependency d JOIN tasks_task u ON u.id = d.depends_on_id
-             WHERE d.task_id = anc.id AND u.status NOT IN ({_UNRESOLVED}))))
+      SELECT 1 FROM anc WHERE anc.status IN ({_ANCESTOR_BLOCKING}) OR anc.open_dependencies > 0))
 ORDER BY t.priority DESC, t.due_date ASC NULLS LAST, t.created_at, t.id
 LIMIT %(limit)s
 """  # noqa: S608 - only constant status names are interpolated

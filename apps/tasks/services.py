@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from apps.accounts.principal import Principal
@@ -98,6 +99,55 @@ def _unresolved_dependencies(task: Task) -> list[tuple[int, str]]:
     )
 
 
+def _open(status: str) -> bool:
+    return status not in RESOLVED
+
+
+def _counters_on_status_change(task: Task, old: str, new: str) -> None:
+    """Keep dependents' open_dependencies and the parent's open_subtasks in step with task's status."""
+    if _open(old) == _open(new):
+        return
+    delta = 1 if _open(new) else -1
+    dependents = Dependency.objects.filter(depends_on=task).values("task_id")
+    Task.objects.filter(pk__in=dependents).update(open_dependencies=F("open_dependencies") + delta)
+    if task.parent_id:
+        Task.objects.filter(pk=task.parent_id).update(open_subtasks=F("open_subtasks") + delta)
+
+
+def _graph_write_access(*, principal: Principal, task_id: int) -> Task:
+    """The task, row-locked, after taking its project's graph lock. Lock order is always graph lock, then rows:
+    status changes that resolve or reopen a task, edge changes and parent moves all take it, so the open
+    counters they adjust cannot race (and two writers cannot deadlock on each other's rows)."""
+    project_id = Task.objects.filter(pk=task_id).values_list("project_id", flat=True).first()
+    if project_id is not None:
+        _lock_graph(project_id)
+    return selectors.task_access(principal=principal, task_id=task_id, write=True, lock=True)
+
+
+_RESOLVED_SQL = ", ".join(f"'{status}'" for status in RESOLVED)
+COUNTERS_SQL = f"""
+UPDATE tasks_task t
+SET open_dependencies = fresh.deps, open_subtasks = fresh.subs
+FROM (
+    SELECT x.id,
+           (SELECT count(*) FROM tasks_dependency d JOIN tasks_task u ON u.id = d.depends_on_id
+             WHERE d.task_id = x.id AND u.status NOT IN ({_RESOLVED_SQL})) AS deps,
+           (SELECT count(*) FROM tasks_task c
+             WHERE c.parent_id = x.id AND c.status NOT IN ({_RESOLVED_SQL})) AS subs
+    FROM tasks_task x WHERE x.project_id = %s
+) AS fresh
+WHERE t.id = fresh.id AND (t.open_dependencies, t.open_subtasks) IS DISTINCT FROM (fresh.deps, fresh.subs)
+"""  # noqa: S608 - only the constant status names are interpolated
+
+
+def task_counters_refresh(*, project_id: int) -> int:
+    """Recompute the open counters of a project from the edges (after bulk loads or deletes); returns how many
+    rows were wrong."""
+    with connection.cursor() as cursor:
+        cursor.execute(COUNTERS_SQL, [project_id])
+        return cursor.rowcount
+
+
 # ------------------------------------------------------------------------------------------------- projects
 @transaction.atomic
 def project_create(*, principal: Principal, key: str, name: str = "") -> Project:
@@ -182,11 +232,16 @@ def _dependency_add(*, task: Task, depends_on_id: int, principal: Principal) -> 
     target = check_dependency(task=task, depends_on_id=depends_on_id, principal=principal)
     edge = Dependency(task=task, depends_on=target, created_by=principal.id)
     edge.save()
+    if _open(target.status):  # stable: status flips take the graph lock the caller holds
+        Task.objects.filter(pk=task.pk).update(open_dependencies=F("open_dependencies") + 1)
     return edge
 
 
 def _dependency_remove(*, task: Task, depends_on_id: int) -> None:
+    status = Task.objects.filter(pk=depends_on_id).values_list("status", flat=True).first()
     deleted, _ = Dependency.objects.filter(task=task, depends_on_id=depends_on_id).delete()
+    if deleted and status is not None and _open(status):
+        Task.objects.filter(pk=task.pk).update(open_dependencies=F("open_dependencies") - 1)
     if not deleted:
         raise TaskError(
             "invalid_argument",
@@ -198,8 +253,7 @@ def _dependency_remove(*, task: Task, depends_on_id: int) -> None:
 
 @transaction.atomic
 def dependency_add(*, principal: Principal, task_id: int, depends_on_id: int) -> Dependency:
-    task = selectors.task_access(principal=principal, task_id=task_id, write=True, lock=True)
-    _lock_graph(task.project_id)
+    task = _graph_write_access(principal=principal, task_id=task_id)
     edge = _dependency_add(task=task, depends_on_id=depends_on_id, principal=principal)
     _bump(task, principal, TaskEvent.Action.DEPENDENCY_ADDED, {"depends_on": depends_on_id}, [])
     return edge
@@ -207,8 +261,7 @@ def dependency_add(*, principal: Principal, task_id: int, depends_on_id: int) ->
 
 @transaction.atomic
 def dependency_remove(*, principal: Principal, task_id: int, depends_on_id: int) -> None:
-    task = selectors.task_access(principal=principal, task_id=task_id, write=True, lock=True)
-    _lock_graph(task.project_id)
+    task = _graph_write_access(principal=principal, task_id=task_id)
     _dependency_remove(task=task, depends_on_id=depends_on_id)
     _bump(task, principal, TaskEvent.Action.DEPENDENCY_REMOVED, {"depends_on": depends_on_id}, [])
 
@@ -338,6 +391,8 @@ def task_create(
     _lock_graph(target.pk)
     _set_parent(task=task, parent_id=parent, principal=principal)
     task.save()
+    if task.parent_id:  # a new task is open
+        Task.objects.filter(pk=task.parent_id).update(open_subtasks=F("open_subtasks") + 1)
     if len(set(depends_on)) != len(depends_on):
         raise TaskError("duplicate_dependency", "depends_on: lists a task twice", field="depends_on")
     for dep_id in depends_on:
@@ -385,7 +440,11 @@ def task_update(
     remove_dependencies: Sequence[int] = (),
 ) -> Task:
     """Partial update. `version` must be the version the caller read: a stale one is refused, never merged."""
-    task = selectors.task_access(principal=principal, task_id=task_id, write=True, lock=True)
+    graph_change = status is not UNSET or parent is not UNSET or add_dependencies or remove_dependencies
+    if graph_change:
+        task = _graph_write_access(principal=principal, task_id=task_id)
+    else:
+        task = selectors.task_access(principal=principal, task_id=task_id, write=True, lock=True)
     if version != task.version:
         last = task.events.first()
         by = f" by {last.actor} at {last.at.isoformat()}" if last else ""
@@ -419,13 +478,13 @@ def task_update(
     new_labels += [label for label in _labels(add_labels) if label not in new_labels]
     removed = set(_labels(remove_labels))
     assign("labels", [label for label in new_labels if label not in removed])
-    graph_change = parent is not UNSET or add_dependencies or remove_dependencies
-    if graph_change:
-        _lock_graph(task.project_id)
     if parent is not UNSET and parent != task.parent_id:
         old_parent = task.parent_id
         _set_parent(task=task, parent_id=parent, principal=principal)
         changes["parent"] = [old_parent, parent]
+        if _open(task.status):
+            Task.objects.filter(pk=old_parent).update(open_subtasks=F("open_subtasks") - 1)
+            Task.objects.filter(pk=task.parent_id).update(open_subtasks=F("open_subtasks") + 1)
     for dep_id in remove_dependencies:
         _dependency_remove(task=task, depends_on_id=dep_id)
     if len(set(add_dependencies)) != len(add_dependencies):
@@ -439,6 +498,7 @@ def task_update(
     if status is not UNSET and status != task.status:
         check_transition(task=task, new_status=status)
         changes["status"] = [task.status, status]
+        _counters_on_status_change(task, task.status, status)
         task.status = status
     if not changes:
         return task
@@ -446,6 +506,14 @@ def task_update(
     fields = [f for f in changes if f not in {"add_dependencies", "remove_dependencies"}]
     _bump(task, principal, TaskEvent.Action.UPDATED, changes, fields)
     return task
+
+
+@transaction.atomic
+def task_delete(*, principal: Principal, task_id: int) -> None:
+    """Delete a task with its subtasks, edges and history, then repair the project's open counters."""
+    task = _graph_write_access(principal=principal, task_id=task_id)
+    task.delete()
+    task_counters_refresh(project_id=task.project_id)
 
 
 @dataclass

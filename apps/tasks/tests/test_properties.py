@@ -64,6 +64,8 @@ def test_random_edge_insertions_never_make_a_cycle(db, size, attempts):
             assert all((a, b) in model | {(task, dep)} for a, b in itertools.pairwise(cycle))
         if refusal is None:
             model.add((task, dep))
+    # and the open-dependency counters next_action relies on are exact
+    assert services.task_counters_refresh(project_id=project.pk) == 0
     # and the stored graph is exactly the accepted edges, and acyclic
     stored = set(Dependency.objects.filter(task__project=project).values_list("task_id", "depends_on_id"))
     assert stored == model
@@ -103,6 +105,7 @@ def test_next_action_never_returns_a_task_with_an_unfinished_dependency(db, node
     pairs = {(i, j) for i, j in pairs if i != j}  # dependencies point to earlier tasks: acyclic
     for i, j in pairs:
         Dependency.objects.create(task=tasks[i], depends_on=tasks[j])
+    services.task_counters_refresh(project_id=project.pk)  # rows were written directly, not through services
     # when
     result = services.task_next_action(principal=OWNER, project=project.key, limit=100)
     returned = [task.pk for task, _ in result.ready]
@@ -140,3 +143,34 @@ def test_next_action_never_returns_a_task_with_an_unfinished_dependency(db, node
     # and the graph's "ready" state agrees with next_action for unassigned tasks
     graph = selectors.dep_graph(principal=OWNER, project=project.key)
     assert {n.id for n in graph.nodes if n.state == "ready" and not n.assignee} == expected
+
+
+@PROPERTY
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["status", "edge", "unedge", "parent"]), st.integers(0, 5), st.integers(0, 5), statuses
+        ),
+        max_size=30,
+    )
+)
+def test_services_keep_the_open_counters_exact(db, steps):
+    # given six tasks
+    project = services.project_create(principal=OWNER, key=f"prop-{next(_keys)}")
+    ids = [services.task_create(principal=OWNER, project=project.key, title=f"t{i}").pk for i in range(6)]
+    # when random status changes, edge changes and parent moves go through the services (refusals included)
+    for kind, i, j, status in steps:
+        task = Task.objects.get(pk=ids[i])
+        try:
+            if kind == "status":
+                services.task_update(principal=OWNER, task_id=task.pk, version=task.version, status=status)
+            elif kind == "edge":
+                services.dependency_add(principal=OWNER, task_id=task.pk, depends_on_id=ids[j])
+            elif kind == "unedge":
+                services.dependency_remove(principal=OWNER, task_id=task.pk, depends_on_id=ids[j])
+            else:
+                services.task_update(principal=OWNER, task_id=task.pk, version=task.version, parent=ids[j])
+        except TaskError:
+            pass
+    # then no counter needs repair
+    assert services.task_counters_refresh(project_id=project.pk) == 0
