@@ -63,7 +63,7 @@ class SubtaskInline(admin.TabularInline):
     fk_name = "parent"
     extra = 0
     fields = ["title", "status", "priority", "assignee"]
-    readonly_fields = fields
+    readonly_fields = ["title", "status", "priority", "assignee"]
     show_change_link = True
     can_delete = False
     verbose_name = "subtask"
@@ -76,7 +76,7 @@ class TaskEventInline(admin.TabularInline):
     model = TaskEvent
     extra = 0
     fields = ["at", "actor", "actor_name", "action", "changes"]
-    readonly_fields = fields
+    readonly_fields = ["at", "actor", "actor_name", "action", "changes"]
     can_delete = False
     verbose_name_plural = "history"
 
@@ -92,7 +92,7 @@ class TaskForm(forms.ModelForm):
         fields = ["project", *EDITABLE]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         current = self.instance
         if current.pk:
             if data.get("version") != Task.objects.values_list("version", flat=True).get(pk=current.pk):

@@ -6,7 +6,9 @@ The identity branch owns RBAC (roles bound to users and groups). Until its role 
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from typing import cast
+
+from django.contrib.auth.models import AbstractBaseUser, AbstractUser, AnonymousUser
 
 from apps.accounts.principal import Principal
 
@@ -24,10 +26,11 @@ STAFF_ROLE = "operator"
 def principal_for_user(user: AbstractBaseUser | AnonymousUser) -> Principal:
     if not user.is_authenticated:
         return Principal(id="anonymous", kind="user", name="anonymous", identity_source="session")
-    roles = set(user.groups.values_list("name", flat=True))  # type: ignore[union-attr]
-    if user.is_superuser:  # type: ignore[union-attr]
+    user = cast(AbstractUser, user)  # the platform's user model is Django's default one
+    roles = set(user.groups.values_list("name", flat=True))
+    if user.is_superuser:
         roles.add("admin")
-    if user.is_staff and not roles & ROLE_GRANTS.keys():  # type: ignore[union-attr]
+    if user.is_staff and not roles & ROLE_GRANTS.keys():
         roles.add(STAFF_ROLE)
     grants = frozenset().union(*(ROLE_GRANTS.get(role, frozenset()) for role in roles))
     return Principal(

@@ -132,7 +132,7 @@ def _after(columns: list[tuple[str, bool]], values: list[Any]) -> Q:
 
 @dataclass
 class TaskPage:
-    tasks: list[Task]
+    tasks: Sequence[Task]
     next_cursor: str | None
 
 

@@ -483,8 +483,10 @@ def task_update(
         _set_parent(task=task, parent_id=parent, principal=principal)
         changes["parent"] = [old_parent, parent]
         if _open(task.status):
-            Task.objects.filter(pk=old_parent).update(open_subtasks=F("open_subtasks") - 1)
-            Task.objects.filter(pk=task.parent_id).update(open_subtasks=F("open_subtasks") + 1)
+            if old_parent is not None:
+                Task.objects.filter(pk=old_parent).update(open_subtasks=F("open_subtasks") - 1)
+            if task.parent_id is not None:
+                Task.objects.filter(pk=task.parent_id).update(open_subtasks=F("open_subtasks") + 1)
     for dep_id in remove_dependencies:
         _dependency_remove(task=task, depends_on_id=dep_id)
     if len(set(add_dependencies)) != len(add_dependencies):

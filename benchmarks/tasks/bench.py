@@ -164,9 +164,8 @@ def main() -> None:
         return registry.get(name).handler(ctx, args)  # type: ignore[union-attr,return-value]
 
     sample = tool("task.next_action", {"project": key, "limit": 5})
-    print(
-        f"ready now: {len(sample['ready'])} shown; first reason: {sample['ready'][0]['reason'] if sample['ready'] else sample['message']}"
-    )
+    first = sample["ready"][0]["reason"] if sample["ready"] else sample["message"]
+    print(f"ready now: {len(sample['ready'])} shown; first reason: {first}")
 
     def claim_and_roll_back() -> None:
         with transaction.atomic():

@@ -35,7 +35,7 @@ class TaskOutput(serializers.Serializer):
     due_date = serializers.DateField(allow_null=True)
     assignee = serializers.CharField(allow_null=True)
     labels = serializers.ListField(child=serializers.CharField())
-    parent = serializers.IntegerField(allow_null=True)
+    parent = serializers.IntegerField(allow_null=True)  # type: ignore[assignment]
     version = serializers.IntegerField()
     created_by = serializers.CharField()
     created_at = serializers.DateTimeField()
@@ -45,7 +45,7 @@ class TaskOutput(serializers.Serializer):
 class ErrorOutput(serializers.Serializer):
     code = serializers.CharField()
     message = serializers.CharField()
-    data = serializers.DictField()
+    data = serializers.DictField()  # type: ignore[assignment]
 
 
 class TaskApi(APIView):
@@ -75,8 +75,8 @@ class TaskCollectionApi(TaskApi):
         project = serializers.CharField(required=False)
         status = serializers.MultipleChoiceField(choices=Status.values, required=False)
         assignee = serializers.CharField(required=False)
-        label = serializers.CharField(required=False)
-        parent = serializers.IntegerField(required=False, min_value=1)
+        label = serializers.CharField(required=False)  # type: ignore[assignment]
+        parent = serializers.IntegerField(required=False, min_value=1)  # type: ignore[assignment]
         top_level = serializers.BooleanField(required=False)
         text = serializers.CharField(required=False)
         sort = serializers.ChoiceField(choices=list(selectors.ORDERINGS), required=False)
@@ -92,7 +92,7 @@ class TaskCollectionApi(TaskApi):
         due_date = serializers.DateField(required=False, allow_null=True)
         assignee = serializers.CharField(required=False, allow_blank=True)
         labels = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
-        parent = serializers.IntegerField(required=False, min_value=1)
+        parent = serializers.IntegerField(required=False, min_value=1)  # type: ignore[assignment]
         depends_on = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False)
 
     class ListOutput(serializers.Serializer):
@@ -133,7 +133,7 @@ class TaskDetailApi(TaskApi):
         labels = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
         add_labels = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
         remove_labels = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
-        parent = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+        parent = serializers.IntegerField(required=False, allow_null=True, min_value=1)  # type: ignore[assignment]
         add_dependencies = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False)
         remove_dependencies = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False)
 
@@ -183,7 +183,7 @@ class TaskNextActionApi(TaskApi):
 class TaskGraphApi(TaskApi):
     class Input(serializers.Serializer):
         project = serializers.SlugField(required=False)
-        root = serializers.IntegerField(required=False, min_value=1)
+        root = serializers.IntegerField(required=False, min_value=1)  # type: ignore[assignment]
         # not `format`: DRF reserves that query parameter for content negotiation
         render = serializers.ChoiceField(choices=["json", "mermaid", "dot"], required=False)
 
