@@ -390,36 +390,65 @@ def _states(nodes: dict[int, GraphNode], edges: list[tuple[int, int]], children_
             node.why = "every dependency resolved"
 
 
+def task_descendants(task_id: int) -> list[int]:
+    """Ids of the task and everything under it (recursive CTE down the parent links)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH RECURSIVE sub(id) AS (
+                SELECT %s::bigint
+                UNION ALL
+                SELECT t.id FROM tasks_task t JOIN sub ON t.parent_id = sub.id
+            )
+            SELECT id FROM sub
+            """,
+            [task_id],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+_NODE_COLUMNS = "id, title, status, priority, assignee, parent_id"
+
+
+def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def dep_graph(*, principal: Principal, project: str | None = None, root: int | None = None) -> Graph:
-    """The dependency graph of a project, or of the subtree under `root` (root plus its descendants)."""
+    """The dependency graph of a project, or of the subtree under `root` (root plus its descendants, with the
+    tasks they are linked to outside it marked external)."""
     if (project is None) == (root is None):
         raise TaskError("invalid_argument", "give exactly one of project (a key) or root (a task id)")
-    if root is not None:
-        root_task = task_access(principal=principal, task_id=root)
-        project_id = root_task.project_id
-    else:
-        project_id = project_access(principal=principal, key=project or "").pk
-    rows = Task.objects.filter(project_id=project_id).values_list(
-        "id", "title", "status", "priority", "assignee", "parent_id"
-    )
-    every = {row[0]: GraphNode(*row) for row in rows}
-    edges = list(Dependency.objects.filter(task__project_id=project_id).values_list("task_id", "depends_on_id"))
-    children_open = {n.parent for n in every.values() if n.parent is not None and n.status not in RESOLVED}
-    _states(every, edges, children_open)  # type: ignore[arg-type]
     if root is None:
-        return Graph(nodes=list(every.values()), edges=edges)
-    children: dict[int, list[int]] = {}
-    for node in every.values():
-        if node.parent is not None:
-            children.setdefault(node.parent, []).append(node.id)
-    keep = {root}
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            keep.add(child)
-            stack.append(child)
-    kept_edges = [(a, b) for a, b in edges if a in keep or b in keep]
-    outside = {x for edge in kept_edges for x in edge} - keep
-    for node_id in outside:
-        every[node_id].external = True
-    return Graph(nodes=[every[i] for i in sorted(keep | outside)], edges=kept_edges)
+        project_id = project_access(principal=principal, key=project or "").pk
+        rows = _fetch(f"SELECT {_NODE_COLUMNS} FROM tasks_task WHERE project_id = %s", [project_id])  # noqa: S608
+        edges = _fetch(
+            "SELECT d.task_id, d.depends_on_id FROM tasks_dependency d JOIN tasks_task t ON t.id = d.task_id "
+            "WHERE t.project_id = %s",
+            [project_id],
+        )
+        every = {row[0]: GraphNode(*row) for row in rows}
+        children_open = {n.parent for n in every.values() if n.parent is not None and n.status not in RESOLVED}
+        _states(every, edges, children_open)  # type: ignore[arg-type]
+        return Graph(nodes=list(every.values()), edges=edges)  # type: ignore[arg-type]
+    task_access(principal=principal, task_id=root)
+    subtree = task_descendants(root)
+    scope = subtree + task_ancestors(root)  # ancestors decide whether the subtree is blocked
+    edges = _fetch(
+        "SELECT task_id, depends_on_id FROM tasks_dependency WHERE task_id = ANY(%s) OR depends_on_id = ANY(%s)",
+        [scope, subtree],
+    )
+    wanted = set(scope) | {x for edge in edges for x in edge}
+    rows = _fetch(f"SELECT {_NODE_COLUMNS} FROM tasks_task WHERE id = ANY(%s)", [sorted(wanted)])  # noqa: S608
+    every = {row[0]: GraphNode(*row) for row in rows}
+    inside = set(subtree)
+    children_open = {n.parent for n in every.values() if n.parent in inside and n.status not in RESOLVED}
+    _states(every, edges, children_open)  # type: ignore[arg-type]
+    kept_edges = [(a, b) for a, b in edges if a in inside or b in inside]
+    outside = {x for edge in kept_edges for x in edge} - inside
+    for node_id in outside:  # their own context was not loaded: report their status only
+        node = every[node_id]
+        node.external, node.state, node.blocked_by, node.why = True, node.status, [], "outside this subtree"
+    return Graph(nodes=[every[i] for i in sorted(inside | outside)], edges=kept_edges)  # type: ignore[arg-type]

@@ -220,3 +220,34 @@ def test_dep_graph_states(owner, new_task):
     states = {n.id: (n.state, n.blocked_by) for n in graph.nodes}
     assert states == {a.pk: ("ready", []), b.pk: ("blocked", [a.pk])}
     assert graph.edges == [(b.pk, a.pk)]
+
+
+def test_dep_graph_of_a_subtree_marks_outside_tasks_external(owner, new_task):
+    # given an epic with two subtasks; one waits on a task outside the epic, the other on its sibling
+    outside = new_task("outside")
+    epic = new_task("epic")
+    first = new_task("first", parent=epic.pk, depends_on=[outside.pk])
+    second = new_task("second", parent=epic.pk, depends_on=[first.pk])
+    # when
+    graph = selectors.dep_graph(principal=owner, root=epic.pk)
+    # then
+    nodes = {n.id: (n.state, n.blocked_by, n.external) for n in graph.nodes}
+    assert nodes == {
+        outside.pk: ("todo", [], True),
+        epic.pk: ("blocked", [], False),
+        first.pk: ("blocked", [outside.pk], False),
+        second.pk: ("blocked", [first.pk], False),
+    }
+    assert sorted(graph.edges) == sorted([(first.pk, outside.pk), (second.pk, first.pk)])
+
+
+def test_subtree_of_a_blocked_ancestor_is_blocked(owner, new_task):
+    gate = new_task("gate")
+    top = new_task("top", depends_on=[gate.pk])
+    middle = new_task("middle", parent=top.pk)
+    leaf = new_task("leaf", parent=middle.pk)
+    graph = selectors.dep_graph(principal=owner, root=middle.pk)
+    assert {n.id: n.why for n in graph.nodes} == {
+        middle.pk: "has open subtasks",
+        leaf.pk: f"ancestor #{top.pk} is blocked",
+    }
