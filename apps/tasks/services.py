@@ -39,6 +39,10 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
+def _chain(ids: Sequence[int]) -> str:
+    return " -> ".join(f"#{i}" for i in ids)
+
+
 def _lock_graph(project_id: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_GRAPH_LOCK, project_id])
@@ -219,7 +223,7 @@ def check_dependency(*, task: Task, depends_on_id: int, principal: Principal) ->
         raise TaskError(
             "dependency_cycle",
             f"task #{task.pk} cannot depend on task #{target.pk}: that would close the cycle "
-            + " -> ".join(f"#{i}" for i in cycle),
+            + _chain(cycle),
             task=task.pk,
             depends_on=target.pk,
             cycle=cycle,
@@ -295,7 +299,7 @@ def _set_parent(*, task: Task, parent_id: int | None, principal: Principal) -> N
             raise TaskError(
                 "parent_cycle",
                 f"task #{task.pk} cannot become a subtask of #{parent.pk}, its own descendant: "
-                + " -> ".join(f"#{i}" for i in cycle),
+                + _chain(cycle),
                 task=task.pk,
                 parent=parent.pk,
                 cycle=cycle,

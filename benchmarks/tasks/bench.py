@@ -174,6 +174,7 @@ def main() -> None:
             transaction.set_rollback(True)  # keep the ready set identical between runs
 
     runs = options.runs
+    print("load average before: %.2f %.2f %.2f (2 cores)" % os.getloadavg())
     measure("task.next_action limit=5", lambda: tool("task.next_action", {"project": key, "limit": 5}), runs)
     measure("task.next_action claim=true (rolled back)", claim_and_roll_back, runs)
     measure("task.next_action all projects, limit=20", lambda: tool("task.next_action", {"limit": 20}), runs)
@@ -196,3 +197,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
