@@ -258,7 +258,7 @@ def dependency_path(*, start: int, goal: int) -> list[int] | None:
 _ANCESTOR_BLOCKING = ", ".join(f"'{s}'" for s in (Status.BLOCKED, Status.DEFERRED, Status.CANCELLED))
 
 READY_SQL = f"""
-SELECT t.id FROM tasks_task t
+SELECT t.* FROM tasks_task t
 WHERE t.project_id = ANY(%(projects)s)
   AND t.status = 'todo' AND t.open_dependencies = 0 AND t.open_subtasks = 0
   AND (t.assignee = '' OR t.assignee = %(me)s)
@@ -274,14 +274,16 @@ LIMIT %(limit)s
 """  # noqa: S608 - only constant status names are interpolated
 
 
-def ready_task_ids(*, project_ids: Sequence[int], me: str, limit: int, lock: bool = False) -> list[int]:
+def ready_tasks(*, projects: Sequence[Project], me: str, limit: int, lock: bool = False) -> list[Task]:
     """Ready tasks in rank order. A task is ready when it is todo, unassigned or assigned to `me`, every dependency
     is done or cancelled, it has no open subtask, and no ancestor is blocked, deferred, cancelled or waiting on a
     dependency. lock=True claims rows with FOR UPDATE SKIP LOCKED (caller holds a transaction)."""
+    by_id = {p.pk: p for p in projects}
     sql = READY_SQL + (" FOR UPDATE OF t SKIP LOCKED" if lock else "")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, {"projects": list(project_ids), "me": me, "limit": limit})
-        return [row[0] for row in cursor.fetchall()]
+    tasks = list(Task.objects.raw(sql, {"projects": list(by_id), "me": me, "limit": limit}))
+    for task in tasks:
+        task.project = by_id[task.project_id]
+    return tasks
 
 
 def ready_reasons(tasks: Iterable[Task], *, me: str) -> dict[int, str]:

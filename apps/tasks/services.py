@@ -222,8 +222,7 @@ def check_dependency(*, task: Task, depends_on_id: int, principal: Principal) ->
         cycle = [task.pk, *path]
         raise TaskError(
             "dependency_cycle",
-            f"task #{task.pk} cannot depend on task #{target.pk}: that would close the cycle "
-            + _chain(cycle),
+            f"task #{task.pk} cannot depend on task #{target.pk}: that would close the cycle " + _chain(cycle),
             task=task.pk,
             depends_on=target.pk,
             cycle=cycle,
@@ -298,8 +297,7 @@ def _set_parent(*, task: Task, parent_id: int | None, principal: Principal) -> N
             cycle = [task.pk, parent.pk, *chain[: chain.index(task.pk) + 1]]
             raise TaskError(
                 "parent_cycle",
-                f"task #{task.pk} cannot become a subtask of #{parent.pk}, its own descendant: "
-                + _chain(cycle),
+                f"task #{task.pk} cannot become a subtask of #{parent.pk}, its own descendant: " + _chain(cycle),
                 task=task.pk,
                 parent=parent.pk,
                 cycle=cycle,
@@ -538,20 +536,20 @@ def task_next_action(
     if not 1 <= limit <= 100:
         raise TaskError("invalid_argument", "limit: give between 1 and 100", field="limit")
     if project is not None:
-        project_ids = [selectors.project_access(principal=principal, key=project, write=claim).pk]
+        projects = [selectors.project_access(principal=principal, key=project, write=claim)]
     else:
-        project_ids = list(selectors.projects_visible(principal=principal, write=claim).values_list("id", flat=True))
+        projects = list(selectors.projects_visible(principal=principal, write=claim))
+    project_ids = [p.pk for p in projects]
     if not claim:
-        ids = selectors.ready_task_ids(project_ids=project_ids, me=principal.id, limit=limit)
-        tasks = _in_order(ids)
+        tasks = selectors.ready_tasks(projects=projects, me=principal.id, limit=limit)
         reasons = selectors.ready_reasons(tasks, me=principal.id)
         message = f"{len(tasks)} ready task(s)" if tasks else selectors.not_ready_summary(project_ids=project_ids)
         return NextAction(ready=[(t, reasons[t.pk]) for t in tasks], claimed=None, message=message)
     with transaction.atomic():
-        ids = selectors.ready_task_ids(project_ids=project_ids, me=principal.id, limit=1, lock=True)
-        if not ids:
+        locked = selectors.ready_tasks(projects=projects, me=principal.id, limit=1, lock=True)
+        if not locked:
             return NextAction(ready=[], claimed=None, message=selectors.not_ready_summary(project_ids=project_ids))
-        task = Task.objects.select_related("project").get(pk=ids[0])
+        task = locked[0]
         reason = selectors.ready_reasons([task], me=principal.id)[task.pk]
         changes = {"status": [task.status, Status.IN_PROGRESS], "assignee": [task.assignee, principal.id]}
         task.status = Status.IN_PROGRESS
@@ -561,8 +559,3 @@ def task_next_action(
         task.save(update_fields=["status", "assignee", "claimed_at", "version", "updated_at"])
         _event(task=task, principal=principal, action=TaskEvent.Action.CLAIMED, changes=changes)
     return NextAction(ready=[(task, reason)], claimed=task, message=f"claimed task #{task.pk} for {principal.id}")
-
-
-def _in_order(ids: list[int]) -> list[Task]:
-    by_id = Task.objects.select_related("project").in_bulk(ids)
-    return [by_id[i] for i in ids]
