@@ -128,6 +128,30 @@ def measure(label: str, call, runs: int) -> dict[str, float]:
     return result
 
 
+def server_side(key: str) -> None:
+    """The ready query's own cost inside PostgreSQL (planning + execution), less sensitive to machine load."""
+    import json
+
+    from django.db import connection
+
+    from apps.tasks.models import Project
+    from apps.tasks.selectors import READY_SQL
+
+    params = {"projects": [Project.objects.get(key=key).pk], "me": "service:bench", "limit": 5}
+    planning, execution = [], []
+    with connection.cursor() as cursor:
+        for _ in range(50):
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + READY_SQL, params)
+            plan = cursor.fetchone()[0]
+            plan = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
+            planning.append(plan["Planning Time"])
+            execution.append(plan["Execution Time"])
+    print(
+        f"ready query inside PostgreSQL: planning p50 {statistics.median(planning):.2f} ms, "
+        f"execution p50 {statistics.median(execution):.2f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=10_000)
@@ -174,7 +198,9 @@ def main() -> None:
             transaction.set_rollback(True)  # keep the ready set identical between runs
 
     runs = options.runs
-    print("load average before: %.2f %.2f %.2f (2 cores)" % os.getloadavg())
+    one, five, fifteen = os.getloadavg()
+    print(f"load average before: {one:.2f} {five:.2f} {fifteen:.2f} (2 cores)")
+    server_side(key)
     measure("task.next_action limit=5", lambda: tool("task.next_action", {"project": key, "limit": 5}), runs)
     measure("task.next_action claim=true (rolled back)", claim_and_roll_back, runs)
     measure("task.next_action all projects, limit=20", lambda: tool("task.next_action", {"limit": 20}), runs)
@@ -197,4 +223,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
