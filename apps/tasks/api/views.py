@@ -71,7 +71,7 @@ def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dic
 
 
 class TaskCollectionApi(TaskApi):
-    class ListInput(serializers.Serializer):
+    class TaskListInput(serializers.Serializer):
         project = serializers.CharField(required=False)
         status = serializers.MultipleChoiceField(choices=Status.values, required=False)
         assignee = serializers.CharField(required=False)
@@ -83,11 +83,11 @@ class TaskCollectionApi(TaskApi):
         cursor = serializers.CharField(required=False)
         limit = serializers.IntegerField(required=False, min_value=1, max_value=200)
 
-    class CreateInput(serializers.Serializer):
+    class TaskCreateInput(serializers.Serializer):
         project = serializers.SlugField(required=False)
         title = serializers.CharField(max_length=300)
         description = serializers.CharField(required=False, allow_blank=True)
-        status = serializers.ChoiceField(choices=sorted(services.CREATE_STATUSES), required=False)
+        status = serializers.ChoiceField(choices=Status.values, required=False)  # the service names what may start
         priority = serializers.ChoiceField(choices=PRIORITIES, required=False)
         due_date = serializers.DateField(required=False, allow_null=True)
         assignee = serializers.CharField(required=False, allow_blank=True)
@@ -95,18 +95,20 @@ class TaskCollectionApi(TaskApi):
         parent = serializers.IntegerField(required=False, min_value=1)  # type: ignore[assignment]
         depends_on = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False)
 
-    class ListOutput(serializers.Serializer):
+    class TaskListOutput(serializers.Serializer):
         tasks = TaskOutput(many=True)
         next_cursor = serializers.CharField(allow_null=True)
 
-    @extend_schema(parameters=[ListInput], responses={200: ListOutput, 400: ErrorOutput}, operation_id="task_list")
+    @extend_schema(
+        parameters=[TaskListInput], responses={200: TaskListOutput, 400: ErrorOutput}, operation_id="task_list"
+    )
     def get(self, request: Request) -> Response:
         principal = self.principal(request, "task.list")
         query = {
             key: request.query_params.getlist(key) if key == "status" else value
             for key, value in request.query_params.items()
         }
-        args = _validated(self.ListInput, query)
+        args = _validated(self.TaskListInput, query)
         if "status" in args:
             args["status"] = sorted(args["status"])
         if "sort" in args:
@@ -114,15 +116,15 @@ class TaskCollectionApi(TaskApi):
         page = selectors.task_list(principal=principal, **args)
         return Response({"tasks": [task_dict(t) for t in page.tasks], "next_cursor": page.next_cursor})
 
-    @extend_schema(request=CreateInput, responses={201: TaskOutput, 400: ErrorOutput}, operation_id="task_create")
+    @extend_schema(request=TaskCreateInput, responses={201: TaskOutput, 400: ErrorOutput}, operation_id="task_create")
     def post(self, request: Request) -> Response:
         principal = self.principal(request, "task.create")
-        task = services.task_create(principal=principal, **_validated(self.CreateInput, request.data))
+        task = services.task_create(principal=principal, **_validated(self.TaskCreateInput, request.data))
         return Response(task_dict(task), status=status.HTTP_201_CREATED)
 
 
 class TaskDetailApi(TaskApi):
-    class UpdateInput(serializers.Serializer):
+    class TaskUpdateInput(serializers.Serializer):
         version = serializers.IntegerField(min_value=1)
         title = serializers.CharField(max_length=300, required=False)
         description = serializers.CharField(required=False, allow_blank=True)
@@ -137,12 +139,12 @@ class TaskDetailApi(TaskApi):
         add_dependencies = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False)
         remove_dependencies = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False)
 
-    class DetailOutput(TaskOutput):
+    class TaskDetailOutput(TaskOutput):
         depends_on = serializers.ListField(child=serializers.IntegerField())
         subtasks = serializers.ListField(child=serializers.IntegerField())
         history = serializers.ListField(child=serializers.DictField())
 
-    @extend_schema(responses={200: DetailOutput, 404: ErrorOutput}, operation_id="task_get")
+    @extend_schema(responses={200: TaskDetailOutput, 404: ErrorOutput}, operation_id="task_get")
     def get(self, request: Request, task_id: int) -> Response:
         task = selectors.task_access(principal=self.principal(request, "task.list"), task_id=task_id)
         return Response(
@@ -154,48 +156,52 @@ class TaskDetailApi(TaskApi):
             }
         )
 
-    @extend_schema(request=UpdateInput, responses={200: TaskOutput, 409: ErrorOutput}, operation_id="task_update")
+    @extend_schema(request=TaskUpdateInput, responses={200: TaskOutput, 409: ErrorOutput}, operation_id="task_update")
     def patch(self, request: Request, task_id: int) -> Response:
         principal = self.principal(request, "task.update")
-        task = services.task_update(principal=principal, task_id=task_id, **_validated(self.UpdateInput, request.data))
+        task = services.task_update(
+            principal=principal, task_id=task_id, **_validated(self.TaskUpdateInput, request.data)
+        )
         return Response(task_dict(task))
 
 
 class TaskNextActionApi(TaskApi):
-    class Input(serializers.Serializer):
+    class TaskNextActionInput(serializers.Serializer):
         project = serializers.SlugField(required=False)
         limit = serializers.IntegerField(required=False, min_value=1, max_value=100)
         claim = serializers.BooleanField(required=False)
 
-    class Output(serializers.Serializer):
+    class TaskNextActionOutput(serializers.Serializer):
         ready = serializers.ListField(child=serializers.DictField())
         claimed = TaskOutput(allow_null=True)
         message = serializers.CharField()
 
-    @extend_schema(request=Input, responses={200: Output}, operation_id="task_next_action")
+    @extend_schema(request=TaskNextActionInput, responses={200: TaskNextActionOutput}, operation_id="task_next_action")
     def post(self, request: Request) -> Response:
         principal = self.principal(request, "task.next_action")
         return Response(
-            next_action_dict(services.task_next_action(principal=principal, **_validated(self.Input, request.data)))
+            next_action_dict(
+                services.task_next_action(principal=principal, **_validated(self.TaskNextActionInput, request.data))
+            )
         )
 
 
 class TaskGraphApi(TaskApi):
-    class Input(serializers.Serializer):
+    class TaskGraphInput(serializers.Serializer):
         project = serializers.SlugField(required=False)
         root = serializers.IntegerField(required=False, min_value=1)  # type: ignore[assignment]
         # not `format`: DRF reserves that query parameter for content negotiation
         render = serializers.ChoiceField(choices=["json", "mermaid", "dot"], required=False)
 
     @extend_schema(
-        parameters=[Input],
+        parameters=[TaskGraphInput],
         responses={200: {"type": "object"}, 404: ErrorOutput},
         operation_id="task_dep_graph",
         description="JSON nodes/edges; render=mermaid or render=dot returns that text.",
     )
     def get(self, request: Request) -> Response:
         principal = self.principal(request, "task.dep_graph")
-        args = _validated(self.Input, request.query_params)
+        args = _validated(self.TaskGraphInput, request.query_params)
         result = selectors.dep_graph(principal=principal, project=args.get("project"), root=args.get("root"))
         fmt = args.get("render", "json")
         if fmt == "mermaid":
@@ -212,7 +218,7 @@ class ProjectOutput(serializers.ModelSerializer):
 
 
 class ProjectCollectionApi(TaskApi):
-    class CreateInput(serializers.Serializer):
+    class ProjectCreateInput(serializers.Serializer):
         key = serializers.SlugField(max_length=64)
         name = serializers.CharField(max_length=200, required=False)
 
@@ -221,21 +227,23 @@ class ProjectCollectionApi(TaskApi):
         principal = self.principal(request, "task.list")
         return Response(ProjectOutput(selectors.projects_visible(principal=principal), many=True).data)
 
-    @extend_schema(request=CreateInput, responses={201: ProjectOutput}, operation_id="project_create")
+    @extend_schema(request=ProjectCreateInput, responses={201: ProjectOutput}, operation_id="project_create")
     def post(self, request: Request) -> Response:
         principal = self.principal(request, "task.create")
-        project = services.project_create(principal=principal, **_validated(self.CreateInput, request.data))
+        project = services.project_create(principal=principal, **_validated(self.ProjectCreateInput, request.data))
         return Response(ProjectOutput(project).data, status=status.HTTP_201_CREATED)
 
 
 class ProjectGrantApi(TaskApi):
-    class Input(serializers.Serializer):
+    class ProjectGrantInput(serializers.Serializer):
         subject = serializers.RegexField(r"^(\*|role:[\w.-]+|(user|service|oauth|test):.+)$", max_length=200)
         access = serializers.ChoiceField(choices=["read", "write"])
 
-    @extend_schema(request=Input, responses={201: Input}, operation_id="project_grant")
+    @extend_schema(request=ProjectGrantInput, responses={201: ProjectGrantInput}, operation_id="project_grant")
     def post(self, request: Request, key: str) -> Response:
         principal = self.principal(request, "task.update")
         project = selectors.project_access(principal=principal, key=key, write=True)
-        grant = services.project_grant(principal=principal, project=project, **_validated(self.Input, request.data))
+        grant = services.project_grant(
+            principal=principal, project=project, **_validated(self.ProjectGrantInput, request.data)
+        )
         return Response({"subject": grant.subject, "access": grant.access}, status=status.HTTP_201_CREATED)
