@@ -6,6 +6,7 @@ urlpatterns = [
     path("", include("apps.common.urls")),
     path("admin/", admin.site.urls),
     # -- app url includes go below, one line each --
+    path("", include("apps.accounts.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
