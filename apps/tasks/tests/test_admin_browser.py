@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from apps.accounts.otp import otp_device_create
+from apps.accounts.services import role_catalog_seed
 from apps.tasks import services
 from apps.tasks.models import Dependency, Task, TaskEvent
 from apps.tasks.principals import principal_for_user
@@ -41,6 +42,7 @@ def test_staff_creates_tasks_and_a_dependency_in_the_admin(live_server):
     from playwright.sync_api import sync_playwright
 
     # given a staff member with a TOTP device and a project (set up before the browser's event loop starts)
+    role_catalog_seed()  # transactional tests start from an emptied database
     user = get_user_model().objects.create_superuser("planner", "p@example.com", "a-long-password-1")
     otp_device_create(user=user, totp=True)
     services.project_create(principal=principal_for_user(user), key="web", name="Website")

@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
+from apps.accounts.services import role_bind
 from apps.tasks import services
 from apps.tasks.models import Task
 from apps.tasks.principals import principal_for_user
@@ -15,8 +16,10 @@ def _client(role: str | None) -> APIClient:
     if role is None:
         return client
     user = get_user_model().objects.create_user(f"u-{role}", password="x" * 12)
-    if role != "none":
-        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    if role != "none":  # bound through a group, as staff would in the admin
+        group = Group.objects.get_or_create(name=f"{role}s")[0]
+        user.groups.add(group)
+        role_bind(role=role, group=group)
     client.force_authenticate(user)
     return client
 
