@@ -5,13 +5,14 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
-from apps.accounts.services import role_bind
+from apps.accounts.services import role_bind, role_catalog_seed
 from apps.tasks import services
 from apps.tasks.models import Task
 from apps.tasks.principals import principal_for_user
 
 
 def _client(role: str | None) -> APIClient:
+    role_catalog_seed()  # the migration seeds it, but a transactional test elsewhere may have flushed the tables
     client = APIClient()
     if role is None:
         return client
@@ -83,6 +84,7 @@ def test_schema_and_docs_are_self_hosted(db):
 
 
 def test_superuser_principal_is_admin(db):
+    role_catalog_seed()
     user = get_user_model().objects.create_superuser("root", "r@example.com", "x" * 12)
     principal = principal_for_user(user)
     assert (principal.id, principal.roles, principal.can_call("task.update")) == (f"user:{user.pk}", {"admin"}, True)
