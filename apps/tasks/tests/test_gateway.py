@@ -1,0 +1,94 @@
+"""Through the real gateway (daphne + /mcp, API tokens, RBAC, audit): 20 agents call task.next_action(claim=true)
+at once and each gets a distinct task or a clear "nothing ready" answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+
+try:  # the e2e harness (a real daphne on the test database) comes with the gateway
+    from tests.e2e.conftest import mcp_server  # noqa: F401 - a fixture
+except ImportError:  # pragma: no cover - until the gateway is merged
+    pytest.skip("the gateway's e2e harness (tests/e2e/conftest.py) is not on this branch", allow_module_level=True)
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+MODERN = "2026-07-28"
+
+
+def _setup(agents: int, ready: int) -> tuple[list[str], list[int]]:
+    from apps.accounts import services as accounts
+    from apps.tasks import services
+    from apps.tasks.tests.conftest import make_principal
+
+    accounts.role_catalog_seed()
+    owner = make_principal("gw-owner")
+    project = services.project_create(principal=owner, key="gw-swarm")
+    services.project_grant(principal=owner, project=project, subject="role:agent", access="write")
+    ids = [services.task_create(principal=owner, project="gw-swarm", title=f"r{i}").pk for i in range(ready)]
+    services.task_create(principal=owner, project="gw-swarm", title="waits", depends_on=[ids[0]])
+    tokens = []
+    for i in range(agents):
+        account = accounts.service_account_ensure(name=f"gw-agent-{i}", roles=["agent"])
+        tokens.append(accounts.api_token_create(name=f"gw-agent-{i}", service_account=account).value)
+    return tokens, ids
+
+
+async def _claim(client: httpx.AsyncClient, url: str, token: str, request_id: int) -> dict:
+    response = await client.post(
+        url,
+        json={
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "method": "tools/call",
+            "params": {
+                "name": "task.next_action",
+                "arguments": {"project": "gw-swarm", "claim": True},
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": MODERN,
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                },
+            },
+        },
+        headers={
+            "authorization": f"Bearer {token}",
+            "accept": "application/json, text/event-stream",
+            "content-type": "application/json",
+            "mcp-protocol-version": MODERN,
+            "mcp-method": "tools/call",
+            "mcp-name": "task.next_action",
+        },
+    )
+    assert response.status_code == 200, response.text
+    if response.headers["content-type"].startswith("text/event-stream"):  # the gateway streams slow calls
+        messages = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+        return next(m["result"] for m in messages if m.get("id") == request_id)
+    return response.json()["result"]
+
+
+async def test_twenty_agents_claim_through_the_gateway(mcp_server):
+    # given 20 agents (service accounts with the agent role and their own tokens) and 15 ready tasks
+    tokens, ready = await sync_to_async(_setup)(20, 15)
+    # when they all claim at once
+    async with httpx.AsyncClient(timeout=60) as client:
+        results = await asyncio.gather(*(_claim(client, mcp_server.url, t, n) for n, t in enumerate(tokens)))
+    # then no call failed, 15 distinct tasks were claimed and 5 agents were told nothing is ready
+    assert [r for r in results if r.get("isError")] == []
+    claimed = [r["structuredContent"]["claimed"]["id"] for r in results if r["structuredContent"]["claimed"]]
+    assert sorted(claimed) == sorted(ready)
+    nothing = [r["structuredContent"]["message"] for r in results if r["structuredContent"]["claimed"] is None]
+    assert len(nothing) == 5
+    assert all(m.startswith("nothing ready: ") for m in nothing), nothing
+    assignees = await sync_to_async(_assignees)(ready)
+    assert len(set(assignees)) == 15
+    assert all(a.startswith("service:") for a in assignees)
+
+
+def _assignees(ids: list[int]) -> list[str]:
+    from apps.tasks.models import Task
+
+    return list(Task.objects.filter(pk__in=ids).values_list("assignee", flat=True))
