@@ -42,6 +42,33 @@ class ProjectAdmin(admin.ModelAdmin):
         obj.pk, obj.owner, obj.created_at = created.pk, created.owner, created.created_at
         obj._state.adding = False
 
+    def save_formset(self, request: HttpRequest, form: forms.ModelForm, formset: Any, change: bool) -> None:
+        """Grants are given through the service (write access checked); removals are plain deletes."""
+        principal = principal_for_user(request.user)
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for grant_form in formset.forms:
+            if grant_form in formset.deleted_forms:
+                if grant_form.instance.pk:
+                    grant_form.instance.delete()
+                    formset.deleted_objects.append(grant_form.instance)
+            elif grant_form.has_changed() and grant_form.cleaned_data.get("subject"):
+                grant = services.project_grant(
+                    principal=principal,
+                    project=form.instance,
+                    subject=grant_form.cleaned_data["subject"],
+                    access=grant_form.cleaned_data["access"],
+                )
+                formset.new_objects.append(grant)
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except TaskError as exc:  # rolled back with the admin's transaction
+            self.message_user(request, exc.message, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
 
 class DependencyInline(admin.TabularInline):
     model = Dependency

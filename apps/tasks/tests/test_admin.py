@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django_otp.oath import totp
 
 from apps.accounts.otp import otp_device_create
+from apps.accounts.services import role_catalog_seed
 from apps.tasks import services
 from apps.tasks.models import Dependency, Task
 from apps.tasks.principals import principal_for_user
@@ -17,6 +18,7 @@ def totp_code(user) -> str:
 
 @pytest.fixture
 def staff(db):
+    role_catalog_seed()  # a transactional test elsewhere may have flushed the migration-seeded roles
     user = get_user_model().objects.create_superuser("boss", "b@example.com", "a-long-password-1")
     otp_device_create(user=user, totp=True)
     return user
@@ -102,3 +104,26 @@ def test_admin_refuses_a_cycle_and_keeps_nothing(admin_client, staff):
     assert f"would close the cycle #{a.pk} -&gt; #{b.pk} -&gt; #{a.pk}" in response.content.decode()
     a.refresh_from_db()
     assert (a.title, a.version, Dependency.objects.filter(task=a).count()) == ("a", 1, 0)
+
+
+def test_project_and_grant_created_in_the_admin(admin_client, staff):
+    # when staff create a project with a grant for the agent role
+    response = admin_client.post(
+        "/admin/tasks/project/add/",
+        {
+            "key": "made-here",
+            "name": "Made here",
+            "personal": "",
+            "grants-TOTAL_FORMS": "1",
+            "grants-INITIAL_FORMS": "0",
+            "grants-0-subject": "role:agent",
+            "grants-0-access": "write",
+        },
+    )
+    # then the project is theirs and the grant exists
+    from apps.tasks.models import Project
+
+    assert response.status_code == 302
+    project = Project.objects.get(key="made-here")
+    assert project.owner == f"user:{staff.pk}"
+    assert list(project.grants.values_list("subject", "access")) == [("role:agent", "write")]
