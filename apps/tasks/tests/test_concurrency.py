@@ -1,7 +1,7 @@
 """20 agents claim at once: each gets a distinct task or a clear "nothing ready" answer.
 
 Service level, with real threads and real PostgreSQL connections (transactional_db: every thread sees committed
-rows). The same check through the gateway lives in tests/e2e once the gateway is on main.
+rows). The same check through the real gateway is apps/tasks/tests/test_gateway.py.
 """
 
 from __future__ import annotations

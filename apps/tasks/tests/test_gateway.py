@@ -10,10 +10,7 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 
-try:  # the e2e harness (a real daphne on the test database) comes with the gateway
-    from tests.e2e.conftest import mcp_server  # noqa: F401 - a fixture
-except ImportError:  # pragma: no cover - until the gateway is merged
-    pytest.skip("the gateway's e2e harness (tests/e2e/conftest.py) is not on this branch", allow_module_level=True)
+from tests.e2e.conftest import mcp_server  # noqa: F401 - the gateway's fixture: a real daphne on the test database
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
