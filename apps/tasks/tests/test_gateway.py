@@ -67,7 +67,7 @@ async def _claim(client: httpx.AsyncClient, url: str, token: str, request_id: in
     return response.json()["result"]
 
 
-async def test_twenty_agents_claim_through_the_gateway(mcp_server):
+async def test_twenty_agents_claim_through_the_gateway(mcp_server):  # noqa: F811 - the imported fixture
     # given 20 agents (service accounts with the agent role and their own tokens) and 15 ready tasks
     tokens, ready = await sync_to_async(_setup)(20, 15)
     # when they all claim at once
