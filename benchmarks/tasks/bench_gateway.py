@@ -8,10 +8,8 @@ RBAC, validation, rate limits and audit on every call. Uses the data set of benc
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,13 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mcpplat.settings.test")
 os.environ["MCPPLAT_TEST_WORKER_DB"] = "bench_tasks"  # the test settings point the database here
-MODERN = "2026-07-28"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def agent_token() -> tuple[str, int]:
@@ -53,36 +44,9 @@ def agent_token() -> tuple[str, int]:
 
 
 def call(client: httpx.Client, url: str, token: str, name: str, arguments: dict) -> dict:
-    response = client.post(
-        url,
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {
-                "name": name,
-                "arguments": arguments,
-                "_meta": {
-                    "io.modelcontextprotocol/protocolVersion": MODERN,
-                    "io.modelcontextprotocol/clientCapabilities": {},
-                },
-            },
-        },
-        headers={
-            "authorization": f"Bearer {token}",
-            "accept": "application/json, text/event-stream",
-            "content-type": "application/json",
-            "mcp-protocol-version": MODERN,
-            "mcp-method": "tools/call",
-            "mcp-name": name,
-        },
-    )
-    response.raise_for_status()
-    if response.headers["content-type"].startswith("text/event-stream"):
-        data = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
-        result = next(m["result"] for m in data if "result" in m)
-    else:
-        result = response.json()["result"]
+    from apps.tasks.tests.mcp_call import tool_result, tools_call
+
+    result = tool_result(client.post(url, **tools_call(name, arguments, token)))
     if result.get("isError"):
         raise RuntimeError(result)
     return result
@@ -107,6 +71,8 @@ def main() -> None:
     options = parser.parse_args()
     token, epic = agent_token()
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    from tests.e2e.conftest import free_port
+
     port = free_port()
     env = {**os.environ, "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
     server = subprocess.Popen(

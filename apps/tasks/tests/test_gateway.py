@@ -4,17 +4,15 @@ at once and each gets a distinct task or a clear "nothing ready" answer."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
 
+from apps.tasks.tests.mcp_call import tool_result, tools_call
 from tests.e2e.conftest import mcp_server  # noqa: F401 - the gateway's fixture: a real daphne on the test database
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-MODERN = "2026-07-28"
 
 
 def _setup(agents: int, ready: int) -> tuple[list[str], list[int]]:
@@ -36,35 +34,9 @@ def _setup(agents: int, ready: int) -> tuple[list[str], list[int]]:
 
 
 async def _claim(client: httpx.AsyncClient, url: str, token: str, request_id: int) -> dict:
-    response = await client.post(
-        url,
-        json={
-            "jsonrpc": "2.0",
-            "id": request_id,
-            "method": "tools/call",
-            "params": {
-                "name": "task.next_action",
-                "arguments": {"project": "gw-swarm", "claim": True},
-                "_meta": {
-                    "io.modelcontextprotocol/protocolVersion": MODERN,
-                    "io.modelcontextprotocol/clientCapabilities": {},
-                },
-            },
-        },
-        headers={
-            "authorization": f"Bearer {token}",
-            "accept": "application/json, text/event-stream",
-            "content-type": "application/json",
-            "mcp-protocol-version": MODERN,
-            "mcp-method": "tools/call",
-            "mcp-name": "task.next_action",
-        },
-    )
-    assert response.status_code == 200, response.text
-    if response.headers["content-type"].startswith("text/event-stream"):  # the gateway streams slow calls
-        messages = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
-        return next(m["result"] for m in messages if m.get("id") == request_id)
-    return response.json()["result"]
+    arguments = {"project": "gw-swarm", "claim": True}
+    response = await client.post(url, **tools_call("task.next_action", arguments, token, request_id))
+    return tool_result(response, request_id)
 
 
 async def test_twenty_agents_claim_through_the_gateway(mcp_server):  # noqa: F811 - the imported fixture
