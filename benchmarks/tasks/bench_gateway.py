@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from bench import measure  # the same percentile report as the handler-level run
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -50,19 +50,6 @@ def call(client: httpx.Client, url: str, token: str, name: str, arguments: dict)
     if result.get("isError"):
         raise RuntimeError(result)
     return result
-
-
-def measure(label: str, fn, runs: int) -> None:
-    for _ in range(min(10, runs)):
-        fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
-    p50, p95 = statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
-    print(f"{label:<44} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms   max {samples[-1]:7.2f} ms   n={runs}")
 
 
 def main() -> None:
