@@ -1,4 +1,4 @@
-# System Chromium for the Playwright admin and browser tests (Playwright drives it by path; never `playwright install`).
+# Chromium for the browser workers and their tests (Playwright drives the system binary; never `playwright install`).
 if [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
