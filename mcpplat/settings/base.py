@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "apps.browser",
     "apps.runs",
     "apps.support",
+    "apps.tasks",
 ]
 
 MIDDLEWARE = [
@@ -249,6 +250,10 @@ AUDIT_SIGNING_KEY = env.get("AUDIT_SIGNING_KEY") or ""  # empty: apps.audit deri
 AUDIT_BATCH_MAX = env.get_int("AUDIT_BATCH_MAX")
 AUDIT_BATCH_WAIT_MS = env.get_int("AUDIT_BATCH_WAIT_MS")
 # ------------------------------------------------------------------- end identity, authorization and audit
+
+# -- tasks: self-hosted Swagger UI / Redoc for /api/docs/ (no CDN at run time) --
+INSTALLED_APPS.append("drf_spectacular_sidecar")
+SPECTACULAR_SETTINGS |= {"SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR"}
 
 # -------------------------------------------------------------------------------------- i18n/static
 LANGUAGE_CODE = "en-us"

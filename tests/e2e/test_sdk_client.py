@@ -103,8 +103,9 @@ async def test_denied_tool_is_an_explicit_denial(mcp_server, callers, mode):
         # when it calls the tool anyway
         with pytest.raises(MCPError) as denied:
             await client.call_tool("platform.e2e_echo", {"text": "hi"})
-    # then the tool is hidden from its list and the call is denied by name, not "unknown tool"
-    assert [t.name for t in listed.tools] == ["platform.whoami"]
+    # then the tool is hidden from its list (the viewer role grants whoami, task.list and task.dep_graph) and the
+    # call is denied by name, not "unknown tool"
+    assert [t.name for t in listed.tools] == ["platform.whoami", "task.dep_graph", "task.list"]
     assert denied.value.error.code == 40300
     assert "Permission denied" in denied.value.error.message
     assert "'platform.e2e_echo'" in denied.value.error.message
