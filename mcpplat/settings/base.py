@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.gateway",
     # -- apps added by capability work go below, one line each --
+    "apps.sandbox",
 ]
 
 MIDDLEWARE = [
@@ -235,3 +236,48 @@ if SENTRY_DSN := env.get("SENTRY_DSN"):
         integrations=[DjangoIntegration(), DramatiqIntegration()],
         send_default_pii=False,
     )
+
+# ------------------------------------------------------------------------------------------ sandbox
+# apps/sandbox: Docker Engine runtime. Limits are the defaults a sandbox gets; SANDBOX_QUOTAS caps them per role.
+DOCKER_HOST = env.get_str("DOCKER_HOST")
+SANDBOX_RUNTIME = env.get_str("SANDBOX_RUNTIME")
+if SANDBOX_RUNTIME not in {"runc", "runsc"}:
+    raise ImproperlyConfigured(f"SANDBOX_RUNTIME={SANDBOX_RUNTIME!r}: use runc or runsc")
+SANDBOX_DEFAULT_IMAGE = env.get_str("SANDBOX_DEFAULT_IMAGE")
+SANDBOX_IMAGE_ALLOWLIST = env.get_list("SANDBOX_IMAGE_ALLOWLIST")
+SANDBOX_DEFAULT_LIMITS = {
+    "memory_mb": env.get_int("SANDBOX_DEFAULT_MEMORY_MB"),
+    "cpus": float(env.get_str("SANDBOX_DEFAULT_CPUS")),
+    "pids": env.get_int("SANDBOX_DEFAULT_PIDS"),
+    "disk_mb": env.get_int("SANDBOX_DEFAULT_DISK_MB"),
+}
+SANDBOX_DEFAULT_TTL_S = env.get_int("SANDBOX_DEFAULT_TTL_S")
+SANDBOX_DEFAULT_IDLE_TTL_S = env.get_int("SANDBOX_DEFAULT_IDLE_TTL_S")
+SANDBOX_EXEC_TIMEOUT_S = env.get_int("SANDBOX_EXEC_TIMEOUT_S")
+SANDBOX_OUTPUT_LIMIT_BYTES = env.get_int("SANDBOX_OUTPUT_LIMIT_BYTES")
+SANDBOX_POOL_SIZE = env.get_int("SANDBOX_POOL_SIZE")
+SANDBOX_QUOTAS_JSON = env.get("SANDBOX_QUOTAS") or ""
+
+# Artifact storage (sandbox snapshots; other capabilities may share it): filesystem unless a bucket is set.
+if env.is_set("ARTIFACTS_S3_BUCKET"):
+    _artifacts = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.get_str("ARTIFACTS_S3_BUCKET"),
+            "endpoint_url": env.get("ARTIFACTS_S3_ENDPOINT_URL"),
+            "access_key": env.get("ARTIFACTS_S3_ACCESS_KEY_ID"),
+            "secret_key": env.get("ARTIFACTS_S3_SECRET_ACCESS_KEY"),
+            "file_overwrite": False,
+        },
+    }
+else:
+    _artifacts = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(VAR_DIR / "artifacts")},
+    }
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "artifacts": _artifacts,
+}
+# ------------------------------------------------------------------------------------- end sandbox
