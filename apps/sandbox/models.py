@@ -24,7 +24,9 @@ LIVE_STATES = (SandboxState.POOLED, SandboxState.STARTING, SandboxState.RUNNING)
 
 class Sandbox(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner_id = models.CharField(max_length=300, blank=True, db_index=True, help_text="Principal id; empty while pooled.")
+    owner_id = models.CharField(
+        max_length=300, blank=True, db_index=True, help_text="Principal id; empty while pooled."
+    )
     image = models.CharField(max_length=300)
     snapshot = models.ForeignKey(
         "sandbox.Snapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="sandboxes"

@@ -78,7 +78,12 @@ def engine_errors() -> Iterator[None]:
         raise ContainerGone(str(exc.explanation or exc)) from exc
     except docker.errors.APIError as exc:
         raise RuntimeFailure(str(exc.explanation or exc)) from exc
-    except (docker.errors.DockerException, requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as exc:
+    except (
+        docker.errors.DockerException,
+        requests.exceptions.ConnectionError,
+        ConnectionError,
+        FileNotFoundError,
+    ) as exc:
         raise EngineUnavailable(
             f"the Docker Engine at DOCKER_HOST={settings.DOCKER_HOST} is not reachable ({type(exc).__name__}): "
             "start dockerd or point DOCKER_HOST at a running engine"
@@ -286,16 +291,20 @@ def exec_run(
         writer.start()
     kept = {"stdout": bytearray(), "stderr": bytearray()}
     kept_total = 0
-    deadline = started + seconds + _KILL_GRACE_S
-    killed_at: float | None = None
+    # The stream must end by this time; after a marker kill it gets a short grace instead.
+    deadline = [started + seconds + _KILL_GRACE_S]
+
+    def kill() -> None:
+        result.killed = True
+        _kill_marked(container_id, marker)
+        deadline[0] = time.monotonic() + _KILL_GRACE_S
+
     try:
-        for stream, chunk in _frames(sock, lambda: (killed_at + _KILL_GRACE_S) if killed_at else deadline):
+        for stream, chunk in _frames(sock, lambda: deadline[0]):
             if stream is None:  # our deadline passed with the stream still open: something escaped the wrapper
-                if killed_at is None:
+                if not result.killed:
                     result.timed_out = True
-                    _kill_marked(container_id, marker)
-                    killed_at = time.monotonic()
-                    result.killed = True
+                    kill()
                     continue
                 break  # even the marker kill did not end the stream: give up on it (destroy/reaper will)
             result.output_bytes += len(chunk)
@@ -312,9 +321,7 @@ def exec_run(
                 on_output(stream, piece)
             if len(piece) < len(chunk) and not result.truncated:
                 result.truncated = True
-                _kill_marked(container_id, marker)
-                killed_at = time.monotonic()
-                result.killed = True
+                kill()
     finally:
         # Shut the connection down but leave closing the file object to the SDK's response (closing it here makes
         # the response's own close fail noisily at garbage collection).
