@@ -86,6 +86,13 @@ VARIABLES: tuple[Var, ...] = (
         False,
     ),
     Var(
+        "SANDBOX_SCOPE",
+        "default",
+        "Label value that separates the sandbox containers of deployments sharing one Docker Engine: the reaper "
+        "only removes containers of its own scope.",
+        False,
+    ),
+    Var(
         "SANDBOX_RUNTIME",
         "runc",
         "Container runtime for sandboxes: `runc`, or gVisor `runsc` (registered in daemon.json).",

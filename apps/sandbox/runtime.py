@@ -34,6 +34,8 @@ LABEL_MANAGED = "io.mcpplat.sandbox"
 LABEL_ID = "io.mcpplat.sandbox.id"
 LABEL_OWNER = "io.mcpplat.sandbox.owner"
 LABEL_EXPIRES = "io.mcpplat.sandbox.expires"  # epoch seconds at create time; the database holds the live deadline
+# Deployments (or test runs) sharing one engine each reap only their own containers.
+LABEL_SCOPE = "io.mcpplat.sandbox.scope"
 
 KEEPALIVE_USER = "10000:10000"
 EXEC_USER = "10001:10001"
@@ -148,6 +150,7 @@ def container_start(spec: ContainerSpec) -> str:
         LABEL_ID: spec.sandbox_id,
         LABEL_OWNER: spec.owner,
         LABEL_EXPIRES: str(spec.expires_epoch),
+        LABEL_SCOPE: settings.SANDBOX_SCOPE,
     }
     with engine_errors():
         created = api.create_container(
@@ -204,9 +207,11 @@ class LabelledContainer:
 
 
 def containers_labelled() -> list[LabelledContainer]:
-    """Every sandbox container the engine holds (running or not)."""
+    """Every sandbox container of this deployment (SANDBOX_SCOPE) the engine holds, running or not."""
     with engine_errors():
-        rows = client().containers(all=True, filters={"label": LABEL_MANAGED})
+        rows = client().containers(
+            all=True, filters={"label": [LABEL_MANAGED, f"{LABEL_SCOPE}={settings.SANDBOX_SCOPE}"]}
+        )
     found = []
     for row in rows:
         labels = row.get("Labels") or {}
@@ -308,17 +313,15 @@ def exec_run(
                     continue
                 break  # even the marker kill did not end the stream: give up on it (destroy/reaper will)
             result.output_bytes += len(chunk)
-            room = output_limit - kept_total
-            if room <= 0:
-                continue
-            piece = chunk[:room]
-            kept_total += len(piece)
-            if stream == "stdout" and stdout_sink is not None:
-                stdout_sink.write(piece)
-            else:
-                kept[stream] += piece
-            if on_output is not None:
-                on_output(stream, piece)
+            piece = chunk[: max(0, output_limit - kept_total)]
+            if piece:
+                kept_total += len(piece)
+                if stream == "stdout" and stdout_sink is not None:
+                    stdout_sink.write(piece)
+                else:
+                    kept[stream] += piece
+                if on_output is not None:
+                    on_output(stream, piece)
             if len(piece) < len(chunk) and not result.truncated:
                 result.truncated = True
                 kill()
