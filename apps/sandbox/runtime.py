@@ -138,7 +138,9 @@ def container_start(spec: ContainerSpec) -> str:
         memswap_limit=f"{spec.memory_mb}m",  # no swap: the limit is the limit
         nano_cpus=int(spec.cpus * 1e9),
         pids_limit=spec.pids,
-        init=True,
+        # docker-init under gVisor exits (code 2) when an exec arrives right after start (measured here), taking the
+        # sandbox down; gVisor's own init handling is used instead under runsc.
+        init=spec.runtime != "runsc",
         log_config=docker.types.LogConfig(type="none"),
         shm_size="16m",
         ulimits=[docker.types.Ulimit(name="nofile", soft=1024, hard=1024)],
