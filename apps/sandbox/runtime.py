@@ -155,6 +155,13 @@ def container_start(spec: ContainerSpec) -> str:
         LABEL_SCOPE: settings.SANDBOX_SCOPE,
     }
     with engine_errors():
+        try:
+            api.inspect_image(spec.image)
+        except docker.errors.ImageNotFound:
+            raise RuntimeFailure(
+                f"image {spec.image} is not in the Docker Engine (images are not pulled): build it (make "
+                "sandbox-image for the default one) or `docker load` it on the engine"
+            ) from None
         created = api.create_container(
             spec.image,
             command=["sleep", "infinity"],
