@@ -46,7 +46,7 @@ def docker_engine() -> Iterator[None]:
 
 
 @pytest.fixture
-def engine(docker_engine: None, settings) -> Iterator[None]:  # noqa: ANN001
+def engine(docker_engine: None, settings) -> Iterator[None]:
     """The engine, with this test's containers removed afterwards whatever happened; no warm pool unless asked."""
     settings.SANDBOX_POOL_SIZE = 0
     before = {container.id for container in runtime.containers_labelled()}

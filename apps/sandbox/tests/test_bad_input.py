@@ -162,7 +162,12 @@ def test_unknown_other_owners_and_destroyed_sandboxes(agent):
             services.sandbox_exec(principal=agent, sandbox_id=sandbox_id, command="true")
         errors[name] = caught.value.code
     # then each gets a clear code (someone else's looks exactly like an unknown one)
-    assert errors == {"unknown": "not_found", "garbage": "not_found", "destroyed": "sandbox_destroyed", "others": "not_found"}
+    assert errors == {
+        "unknown": "not_found",
+        "garbage": "not_found",
+        "destroyed": "sandbox_destroyed",
+        "others": "not_found",
+    }
 
 
 def test_a_container_removed_behind_our_back_is_reported_and_marked(agent):

@@ -26,7 +26,7 @@ def _runtimes() -> list[str]:
 
 
 @pytest.fixture(params=_runtimes())
-def container(request, docker_engine) -> Iterator[str]:  # noqa: ANN001
+def container(request, docker_engine) -> Iterator[str]:
     name = request.param
     try:
         registered = name in runtime.client().info().get("Runtimes", {})
@@ -66,7 +66,7 @@ def test_no_network(container):
     dial = run(
         container,
         "python3 -c \"import socket\ntry:\n socket.create_connection(('192.0.2.1', 80), 2)\n"
-        "except OSError as e: print(e.errno)\"",
+        'except OSError as e: print(e.errno)"',
     )
     # then only loopback exists and the connect fails at once: network (runc) or host (gVisor) unreachable
     names = {line.split(":")[0].strip() for line in interfaces.stdout.decode().splitlines()[2:]}
@@ -76,7 +76,7 @@ def test_no_network(container):
 
 def test_fork_bomb_is_stopped_at_the_pids_limit(container):
     # when a fork bomb runs until its timeout
-    bomb = run(container, "python3 -c \"import os\nwhile True:\n  try: os.fork()\n  except OSError: pass\"", 4)
+    bomb = run(container, 'python3 -c "import os\nwhile True:\n  try: os.fork()\n  except OSError: pass"', 4)
     # then the timeout killed it and the host carries on; under runc the sandbox survives too. Under gVisor the
     # sentry's own threads count against the pids cgroup, so the sandbox itself may stop: contained either way.
     assert bomb.timed_out is True or bomb.exit_code != 0
@@ -86,7 +86,7 @@ def test_fork_bomb_is_stopped_at_the_pids_limit(container):
 
 def test_memory_hog_is_killed_not_the_sandbox(container):
     # when code allocates (and touches) far more than the 128 MiB limit
-    hog = run(container, "python3 -c \"b = bytearray(1 << 30)\nfor i in range(0, len(b), 4096): b[i] = 1\"", 20)
+    hog = run(container, 'python3 -c "b = bytearray(1 << 30)\nfor i in range(0, len(b), 4096): b[i] = 1"', 20)
     # then the process dies (OOM kill 137, or MemoryError) and the sandbox survives
     assert hog.exit_code != 0
     assert alive(container)

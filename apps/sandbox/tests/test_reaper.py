@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from apps.sandbox import runtime, services
-from apps.sandbox.models import LIVE_STATES, Sandbox, SandboxState
+from apps.sandbox.models import LIVE_STATES, Sandbox
 from apps.sandbox.tests.conftest import make_principal
 
 pytestmark = [pytest.mark.usefixtures("engine")]
@@ -48,8 +48,13 @@ def test_reaper_leaves_zero_expired_runtime():
     keep = [services.sandbox_create(principal=caller, ttl_s=600) for _ in range(2)]
     orphans = [orphan(f"orphan-{n}") for n in range(3)]
     stale = Sandbox.objects.create(
-        owner_id=caller.id, image="x", ttl_s=600, idle_ttl_s=600, last_used_at=timezone.now(),
-        expires_at=timezone.now() + timedelta(hours=1), idle_expires_at=timezone.now() + timedelta(hours=1),
+        owner_id=caller.id,
+        image="x",
+        ttl_s=600,
+        idle_ttl_s=600,
+        last_used_at=timezone.now(),
+        expires_at=timezone.now() + timedelta(hours=1),
+        idle_expires_at=timezone.now() + timedelta(hours=1),
     )
     Sandbox.objects.filter(pk=stale.pk).update(created_at=timezone.now() - timedelta(minutes=5))
     vanished = services.sandbox_create(principal=caller)
