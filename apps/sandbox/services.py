@@ -14,6 +14,7 @@ import logging
 import posixpath
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ LIMIT_KEYS = ("memory_mb", "cpus", "pids", "disk_mb")
 _LIMIT_FLOORS = {"memory_mb": 32, "cpus": 0.1, "pids": 16, "disk_mb": 1}
 POOL_MAX_AGE_S = 3600  # a warm container is recycled after an hour unclaimed
 STALE_START_S = 120  # a row still `starting` after this lost its worker
+POOL_REFILL_DELAY_S = 0.3
 MAX_FILES_BYTES = 20 * 1024 * 1024
 
 
@@ -380,6 +382,8 @@ def pool_refill_soon() -> None:
         if not _refill_lock.acquire(blocking=False):
             return
         try:
+            # The caller's first exec usually follows at once: let it have the engine before starting containers.
+            time.sleep(POOL_REFILL_DELAY_S)
             close_old_connections()
             pool_refill()
         except Exception:
