@@ -32,12 +32,12 @@ class SandboxAdmin(admin.ModelAdmin):
 
     @admin.action(description="Destroy selected sandboxes (kill and remove their containers)")
     def destroy_selected(self, request: HttpRequest, queryset: QuerySet[Sandbox]) -> None:
-        destroyed = 0
         try:
-            for sandbox in queryset.filter(state__in=LIVE_STATES):
-                destroyed += services.sandbox_destroy_row(sandbox, reason=f"destroyed by staff {request.user}")
+            destroyed = services.sandboxes_destroy_by_staff(
+                sandboxes=list(queryset.filter(state__in=LIVE_STATES)), staff=str(request.user.pk)
+            )
         except runtime.EngineUnavailable as exc:
-            self.message_user(request, f"{destroyed} destroyed, then: {exc}", messages.ERROR)
+            self.message_user(request, str(exc), messages.ERROR)
             return
         self.message_user(request, f"{destroyed} sandbox(es) destroyed.", messages.SUCCESS)
 

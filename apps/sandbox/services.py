@@ -28,6 +28,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.audit.writer import AuditRecord, audit_record_sync
 from apps.gateway.registry import ToolError
 from apps.sandbox import runtime, selectors
 from apps.sandbox.models import LIVE_STATES, Sandbox, SandboxState, Snapshot
@@ -659,6 +660,23 @@ class ReapReport:
         return dict(self.__dict__)
 
 
+def sandboxes_destroy_by_staff(*, sandboxes: list[Sandbox], staff: str) -> int:
+    """The admin's destroy action: destroy each, audited as one staff action."""
+    destroyed = [
+        str(sandbox.id) for sandbox in sandboxes if sandbox_destroy_row(sandbox, reason=f"destroyed by {staff}")
+    ]
+    audit_record_sync(
+        AuditRecord(
+            principal_id=f"user:{staff}",
+            identity_source="session",
+            method="admin.sandbox.destroy",
+            outcome="ok",
+            detail={"sandboxes": destroyed},
+        )
+    )
+    return len(destroyed)
+
+
 def sandbox_reap(*, now: datetime | None = None, refill_pool: bool = True) -> ReapReport:
     """Zero expired runtime: destroy sandboxes past TTL / idle TTL, stale starts, orphaned labelled containers,
     exited containers; mark rows whose container vanished. Raises runtime.EngineUnavailable when the engine is down.
@@ -697,6 +715,16 @@ def sandbox_reap(*, now: datetime | None = None, refill_pool: bool = True) -> Re
     for container_id, sandbox in rows_before.items():
         if container_id not in listed:
             report.vanished += sandbox_destroy_row(sandbox, reason="container_vanished")
+    if any(report.as_dict().values()):
+        audit_record_sync(
+            AuditRecord(
+                principal_id="system:sandbox-reaper",
+                identity_source="internal",
+                method="maintenance.sandbox_reap",
+                outcome="ok",
+                detail=report.as_dict(),
+            )
+        )
     if refill_pool:
         report.pool_started = pool_refill()
     return report
