@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from apps.sandbox import runtime, services
@@ -197,3 +199,25 @@ def test_engine_down_is_a_clear_retryable_error_and_leaks_nothing(agent, setting
     assert list(Sandbox.objects.values_list("state", flat=True)) == [SandboxState.FAILED]
     settings.DOCKER_HOST = "unix:///var/run/docker.sock"
     assert labelled() == set()
+
+
+def test_admin_destroy_action_destroys_and_audits(agent, admin_user, rf):
+    # given two live sandboxes and a staff member in the admin
+    from django.contrib import admin as django_admin
+    from django.contrib.messages.storage.fallback import FallbackStorage
+
+    from apps.audit.models import AuditEvent
+
+    first, second = services.sandbox_create(principal=agent), services.sandbox_create(principal=agent)
+    model_admin = django_admin.site._registry[Sandbox]
+    request = rf.post("/admin/sandbox/sandbox/")
+    request.user = admin_user
+    request.session = {}
+    request._messages = FallbackStorage(request)
+    # when the destroy action runs on them
+    model_admin.destroy_selected(request, Sandbox.objects.filter(pk__in=[first.pk, second.pk]))
+    # then both are destroyed, their containers are gone, and the action is in the audit log
+    assert set(Sandbox.objects.values_list("state", flat=True)) == {SandboxState.DESTROYED}
+    assert labelled() == set()
+    event = AuditEvent.objects.filter(method="admin.sandbox.destroy").get()
+    assert sorted(json.loads(event.detail)["sandboxes"]) == sorted([str(first.pk), str(second.pk)])
