@@ -256,6 +256,7 @@ class ExecResult:
     duration_ms: float = 0.0
     output_bytes: int = 0  # everything the process wrote, including what was cut
     killed: bool = False
+    cancelled: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -270,6 +271,7 @@ def exec_run(
     workdir: str = WORKDIR,
     on_output: OutputCallback | None = None,
     stdout_sink: IO[bytes] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> ExecResult:
     """Run `argv` as the exec user and stream its output.
 
@@ -278,6 +280,7 @@ def exec_run(
     `truncated` is set and the process is killed. At `timeout_s` the `timeout -s KILL` wrapper kills the process
     group; `_KILL_GRACE_S` later anything that escaped it (setsid) is killed by its marker. The sandbox survives.
     `stdout_sink`, when given, receives stdout instead of memory (tar of a workdir); the limit still applies.
+    `cancelled` is polled about every 0.25 s: when it turns true the process is killed and `cancelled` is set.
     """
     api = client()
     marker = uuid.uuid4().hex
@@ -313,11 +316,21 @@ def exec_run(
         _kill_marked(container_id, marker)
         deadline[0] = time.monotonic() + _KILL_GRACE_S
 
+    polled = [time.monotonic()]
+
+    def current_deadline() -> float:
+        if cancelled is not None and not result.killed and time.monotonic() - polled[0] >= 0.25:
+            polled[0] = time.monotonic()
+            if cancelled():
+                result.cancelled = True
+                return 0.0
+        return deadline[0]
+
     try:
-        for stream, chunk in _frames(sock, lambda: deadline[0]):
-            if stream is None:  # our deadline passed with the stream still open: something escaped the wrapper
+        for stream, chunk in _frames(sock, current_deadline):
+            if stream is None:  # deadline passed with the stream open: cancelled, or something escaped the wrapper
                 if not result.killed:
-                    result.timed_out = True
+                    result.timed_out = not result.cancelled
                     kill()
                     continue
                 break  # even the marker kill did not end the stream: give up on it (destroy/reaper will)
@@ -341,7 +354,8 @@ def exec_run(
             sock.shutdown(socket.SHUT_RDWR)
     result.exit_code = _exit_code(api, exec_id)
     result.duration_ms = (time.monotonic() - started) * 1000
-    if result.exit_code in (124, 137) and result.duration_ms >= seconds * 1000 - 50 and not result.truncated:
+    timeout_like = result.exit_code in (124, 137) and result.duration_ms >= seconds * 1000 - 50
+    if timeout_like and not result.truncated and not result.cancelled:
         result.timed_out = True
     result.stdout, result.stderr = bytes(kept["stdout"]), bytes(kept["stderr"])
     if writer is not None:
@@ -373,7 +387,7 @@ def _frames(sock: socket.socket, deadline: Callable[[], float]) -> Iterator[tupl
         if remaining <= 0:
             yield None, b""
             continue
-        ready, _, _ = select.select([sock], [], [], min(remaining, 1.0))
+        ready, _, _ = select.select([sock], [], [], min(remaining, 0.25))
         if not ready:
             continue
         try:

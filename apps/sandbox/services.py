@@ -466,6 +466,7 @@ def sandbox_exec(
     workdir: str | None = None,
     env: Mapping[str, Any] | None = None,
     on_output: Callable[[str, bytes], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> runtime.ExecResult:
     caller = _caller(principal)
     quota = selectors.quota_for(caller.roles)
@@ -492,6 +493,7 @@ def sandbox_exec(
                 output_limit=settings.SANDBOX_OUTPUT_LIMIT_BYTES,
                 workdir=directory,
                 on_output=on_output,
+                cancelled=cancelled,
             )
     except runtime.ContainerGone:
         sandbox_destroy_row(sandbox, reason="container_vanished")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from apps.gateway.registry import Annotations, ToolContext, tool
+from apps.gateway.registry import Annotations, ToolContext, ToolError, tool
 from apps.sandbox import selectors, services
 
 _ID = {"type": "string", "format": "uuid", "description": "A sandbox id from sandbox.create."}
@@ -138,6 +139,15 @@ class _ProgressRelay:
         self.last = time.monotonic()
 
 
+def _cancel_probe(ctx: ToolContext) -> Callable[[], bool] | None:
+    """ctx.cancelled, when this context supports cancellation (the job runtime's does)."""
+    try:
+        ctx.cancelled()
+    except NotImplementedError:
+        return None
+    return ctx.cancelled
+
+
 def _text(data: bytes) -> tuple[str, str]:
     try:
         return data.decode(), "utf-8"
@@ -207,8 +217,11 @@ def sandbox_exec(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         workdir=args.get("workdir"),
         env=args.get("env"),
         on_output=relay,
+        cancelled=_cancel_probe(ctx),
     )
     relay.flush()
+    if result.cancelled:
+        raise ToolError("cancelled", "the call was cancelled: its process was killed (the sandbox lives on)")
     stdout, stdout_encoding = _text(result.stdout)
     stderr, stderr_encoding = _text(result.stderr)
     return {

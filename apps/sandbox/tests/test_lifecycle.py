@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import pytest
 
-from apps.gateway.registry import ToolContext, registry
+from apps.gateway.registry import ToolContext, ToolError, registry
 from apps.sandbox import runtime
 from apps.sandbox.models import Sandbox, SandboxState, Snapshot
 
@@ -17,15 +18,16 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("engine")]
 class RecordingContext(ToolContext):
     """A test ToolContext (the jobs runtime provides the real one): records progress notifications."""
 
-    def __init__(self, principal: Any) -> None:
+    def __init__(self, principal: Any, cancel_after: float | None = None) -> None:
         self.principal = principal
         self.messages: list[str] = []
+        self.cancel_at = time.monotonic() + cancel_after if cancel_after is not None else None
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         self.messages.append(message or "")
 
     def cancelled(self) -> bool:
-        return False
+        return self.cancel_at is not None and time.monotonic() >= self.cancel_at
 
 
 def call(ctx: ToolContext, name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -138,3 +140,18 @@ def test_exec_options_stdin_workdir_argv_and_binary_output(agent):
     assert (binary["stdout_encoding"], base64.b64decode(binary["stdout"])) == ("base64", b"\xff\x00")
     assert failing["exit_code"] == 3
     assert Sandbox.objects.get(pk=sandbox_id).exec_count == 4
+
+
+def test_cancelling_an_exec_kills_its_process_promptly(agent):
+    # given a sandbox and a call that will be cancelled half a second in
+    sandbox_id = call(RecordingContext(agent), "sandbox.create", {})["sandbox_id"]
+    ctx = RecordingContext(agent, cancel_after=0.5)
+    started = time.monotonic()
+    # when a long command runs
+    with pytest.raises(ToolError) as caught:
+        call(ctx, "sandbox.exec", {"sandbox_id": sandbox_id, "command": "sleep 600", "timeout_s": 600})
+    # then the call ends within about a second as cancelled, and the sandbox still runs code
+    assert caught.value.code == "cancelled"
+    assert time.monotonic() - started < 4
+    after = call(RecordingContext(agent), "sandbox.exec", {"sandbox_id": sandbox_id, "command": "echo ok"})
+    assert after["stdout"] == "ok\n"
