@@ -46,6 +46,7 @@ class Sandbox(models.Model):
     destroyed_at = models.DateTimeField(null=True, blank=True)
     destroy_reason = models.CharField(max_length=200, blank=True)
     exec_count = models.PositiveIntegerField(default=0)
+    oom_kills = models.PositiveIntegerField(default=0, help_text="Processes the kernel killed for memory so far.")
 
     class Meta:
         ordering = ["-created_at"]

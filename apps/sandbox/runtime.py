@@ -257,6 +257,7 @@ class ExecResult:
     output_bytes: int = 0  # everything the process wrote, including what was cut
     killed: bool = False
     cancelled: bool = False
+    oom_killed: bool = False  # set by services.sandbox_exec from the memory cgroup's counter
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -417,6 +418,24 @@ def _exit_code(api: docker.APIClient, exec_id: str) -> int | None:
             code = info.get("ExitCode")
             return int(code) if code is not None else None
         time.sleep(0.01)
+    return None
+
+
+_OOM_SCRIPT = (
+    "cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null | grep '^oom_kill ' || true"
+)
+
+
+def oom_kills(container_id: str) -> int | None:
+    """How many processes the kernel has OOM-killed in this container (cgroup v1 or v2), None if unknown.
+
+    An exec killed for memory exits 137 but the engine's `OOMKilled` only covers the main process (spikes.md).
+    """
+    result = exec_run(container_id, ["sh", "-c", _OOM_SCRIPT], timeout_s=5, output_limit=1024)
+    for line in result.stdout.decode().splitlines():
+        _, _, count = line.partition(" ")
+        if count.strip().isdigit():
+            return int(count)
     return None
 
 

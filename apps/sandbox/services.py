@@ -503,9 +503,15 @@ def sandbox_exec(
             data={"field": "sandbox_id", "reason": "container_vanished"},
         ) from None
     done = timezone.now()
-    Sandbox.objects.filter(pk=sandbox.pk).update(
-        last_used_at=done, idle_expires_at=done + timedelta(seconds=sandbox.idle_ttl_s)
-    )
+    updates: dict[str, Any] = {"last_used_at": done, "idle_expires_at": done + timedelta(seconds=sandbox.idle_ttl_s)}
+    if result.exit_code == 137 and not (result.timed_out or result.truncated or result.cancelled):
+        # Killed without a reason of ours: ask the memory cgroup whether the kernel did it.
+        with contextlib.suppress(runtime.EngineUnavailable, runtime.ContainerGone, runtime.RuntimeFailure):
+            kills = runtime.oom_kills(sandbox.container_id)
+            if kills is not None and kills > sandbox.oom_kills:
+                result.oom_killed = True
+                updates["oom_kills"] = kills
+    Sandbox.objects.filter(pk=sandbox.pk).update(**updates)
     return result
 
 

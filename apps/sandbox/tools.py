@@ -197,6 +197,7 @@ def _text(data: bytes) -> tuple[str, str]:
             "timed_out": {"type": "boolean"},
             "duration_ms": {"type": "number"},
             "output_bytes": {"type": "integer"},
+            "oom_killed": {"type": "boolean", "description": "The kernel killed it for exceeding memory_mb."},
         },
     },
     annotations=Annotations(destructive=True, idempotent=False, open_world=False),
@@ -234,6 +235,7 @@ def sandbox_exec(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         "timed_out": result.timed_out,
         "duration_ms": round(result.duration_ms, 1),
         "output_bytes": result.output_bytes,
+        "oom_killed": result.oom_killed,
     }
 
 

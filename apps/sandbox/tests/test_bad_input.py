@@ -221,3 +221,17 @@ def test_admin_destroy_action_destroys_and_audits(agent, admin_user, rf):
     assert labelled() == set()
     event = AuditEvent.objects.filter(method="admin.sandbox.destroy").get()
     assert sorted(json.loads(event.detail)["sandboxes"]) == sorted([str(first.pk), str(second.pk)])
+
+
+def test_a_process_killed_for_memory_is_reported_as_oom(agent):
+    # given a sandbox with 64 MiB of memory
+    sandbox = services.sandbox_create(principal=agent, limits={"memory_mb": 64, "disk_mb": 8})
+    hog = "b = bytearray(1 << 28)\nfor i in range(0, len(b), 4096): b[i] = 1"
+    # when code touches 256 MiB, then a normal exec follows
+    killed = services.sandbox_exec(principal=agent, sandbox_id=str(sandbox.id), code=hog)
+    fine = services.sandbox_exec(principal=agent, sandbox_id=str(sandbox.id), command="true")
+    # then the first says the kernel killed it for memory, the next does not, and the sandbox lives on
+    assert (killed.exit_code, killed.oom_killed, killed.timed_out) == (137, True, False)
+    assert (fine.exit_code, fine.oom_killed) == (0, False)
+    sandbox.refresh_from_db()
+    assert sandbox.oom_kills == 1
