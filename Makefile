@@ -56,3 +56,8 @@ sandbox-image: install  ## build the default sandbox image offline (debootstrap 
 
 sandbox-reap: install  ## destroy expired sandboxes and orphaned containers now
 	@$(PY) manage.py sandbox_reap
+
+# ---------------------------------------------------------------- conformance (gateway; see conformance/run.sh)
+.PHONY: conformance
+conformance: install-dev
+	@conformance/run.sh

@@ -330,3 +330,18 @@ STORAGES = {
     "artifacts": _artifacts,
 }
 # ------------------------------------------------------------------------------------- end sandbox
+
+# --------------------------------------------------------------------------------- gateway (/mcp)
+MCP_ALLOWED_ORIGINS = env.get_list("MCP_ALLOWED_ORIGINS")
+MCP_CORS_ORIGINS = env.get_list("MCP_CORS_ORIGINS")
+MCP_MAX_BODY_BYTES = env.get_int("MCP_MAX_BODY_BYTES")
+MCP_RATE_LIMIT_TOOL = env.get_str("MCP_RATE_LIMIT_TOOL")
+MCP_IDEMPOTENCY_TTL_S = env.get_int("MCP_IDEMPOTENCY_TTL_S")
+MCP_SESSION_TTL_S = env.get_int("MCP_SESSION_TTL_S")
+MCP_SSE_KEEPALIVE_S = env.get_int("MCP_SSE_KEEPALIVE_S")
+MCP_SSE_AFTER_MS = env.get_int("MCP_SSE_AFTER_MS")
+MCP_PAGE_SIZE = env.get_int("MCP_PAGE_SIZE")
+# Not env vars on purpose: code paths, switched only by a settings module (tests, the conformance profile).
+MCP_AUTHENTICATOR = "apps.accounts.identity"  # module providing `authenticate` and `AuthError`
+MCP_AUDIT_WRITER = "apps.audit.writer"  # module providing `audit_record` and `AuditRecord`
+MCP_CONFORMANCE_FIXTURES = False  # only apps/gateway/conformance/settings.py turns this on
