@@ -79,7 +79,7 @@ def limits_resolve(*, requested: Mapping[str, Any] | None, quota: Mapping[str, f
     unknown = sorted(set(requested) - set(LIMIT_KEYS))
     if unknown:
         raise SandboxError(
-            "invalid_argument",
+            "invalid_arguments",
             f"limits.{unknown[0]} is not a limit: use {', '.join(LIMIT_KEYS)}",
             data={"field": f"limits.{unknown[0]}"},
         )
@@ -87,10 +87,10 @@ def limits_resolve(*, requested: Mapping[str, Any] | None, quota: Mapping[str, f
     for key in LIMIT_KEYS:
         value = requested.get(key, resolved[key])
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SandboxError("invalid_argument", f"limits.{key} must be a number", data={"field": f"limits.{key}"})
+            raise SandboxError("invalid_arguments", f"limits.{key} must be a number", data={"field": f"limits.{key}"})
         if value < _LIMIT_FLOORS[key]:
             raise SandboxError(
-                "invalid_argument",
+                "invalid_arguments",
                 f"limits.{key}={value} is below the minimum {_LIMIT_FLOORS[key]}",
                 data={"field": f"limits.{key}", "minimum": _LIMIT_FLOORS[key]},
             )
@@ -109,7 +109,7 @@ def _seconds(name: str, value: Any, *, default: int, ceiling: float, floor: int 
     if value is None:
         value = default
     if isinstance(value, bool) or not isinstance(value, int | float) or value < floor:
-        raise SandboxError("invalid_argument", f"{name} must be a number ≥ {floor}", data={"field": name})
+        raise SandboxError("invalid_arguments", f"{name} must be a number ≥ {floor}", data={"field": name})
     if value > ceiling:
         raise SandboxError(
             "quota_exceeded",
@@ -128,7 +128,7 @@ def _files_decode(files: list[Mapping[str, Any]] | None) -> dict[str, bytes]:
         normal = posixpath.normpath(path.removeprefix(runtime.WORKDIR + "/"))
         if not path or normal.startswith(("/", "..")) or normal == ".":
             raise SandboxError(
-                "invalid_argument",
+                "invalid_arguments",
                 f"{field}.path={path!r} must be a relative path inside the workdir {runtime.WORKDIR}",
                 data={"field": f"{field}.path"},
             )
@@ -138,14 +138,14 @@ def _files_decode(files: list[Mapping[str, Any]] | None) -> dict[str, bytes]:
                 data = base64.b64decode(content, validate=True)
             except (binascii.Error, ValueError):
                 raise SandboxError(
-                    "invalid_argument", f"{field}.content is not valid base64", data={"field": f"{field}.content"}
+                    "invalid_arguments", f"{field}.content is not valid base64", data={"field": f"{field}.content"}
                 ) from None
         else:
             data = str(content).encode()
         total += len(data)
         if total > MAX_FILES_BYTES:
             raise SandboxError(
-                "invalid_argument",
+                "invalid_arguments",
                 f"files total more than {MAX_FILES_BYTES} bytes: upload fewer or smaller files",
                 data={"field": "files"},
             )
@@ -157,10 +157,12 @@ def _env_check(env: Mapping[str, Any] | None, field: str = "env") -> dict[str, s
     checked: dict[str, str] = {}
     for key, value in (env or {}).items():
         if not key or not (key[0].isalpha() or key[0] == "_") or not all(c.isalnum() or c == "_" for c in key):
-            raise SandboxError("invalid_argument", f"{field}.{key} is not a valid variable name", data={"field": field})
+            raise SandboxError(
+                "invalid_arguments", f"{field}.{key} is not a valid variable name", data={"field": field}
+            )
         if key.startswith("MCPPLAT_"):
             raise SandboxError(
-                "invalid_argument", f"{field}.{key}: MCPPLAT_* names are reserved", data={"field": field}
+                "invalid_arguments", f"{field}.{key}: MCPPLAT_* names are reserved", data={"field": field}
             )
         checked[key] = str(value)
     return checked
@@ -197,7 +199,9 @@ def sandbox_create(
     snapshot: Snapshot | None = None
     if snapshot_id:
         if image:
-            raise SandboxError("invalid_argument", "give image or snapshot_id, not both", data={"field": "snapshot_id"})
+            raise SandboxError(
+                "invalid_arguments", "give image or snapshot_id, not both", data={"field": "snapshot_id"}
+            )
         snapshot = selectors.snapshot_find(snapshot_id=snapshot_id, owner_id=caller.id)
         if snapshot is None:
             raise SandboxError(
@@ -430,16 +434,16 @@ def sandbox_access(*, principal: Any, sandbox_id: str) -> Sandbox:
 
 def _exec_argv(command: str | list[str] | None, code: str | None) -> list[str]:
     if (command is None) == (code is None):
-        raise SandboxError("invalid_argument", "give exactly one of command or code", data={"field": "command"})
+        raise SandboxError("invalid_arguments", "give exactly one of command or code", data={"field": "command"})
     if code is not None:
         return ["python3", "-c", code]
     if isinstance(command, str):
         if not command.strip():
-            raise SandboxError("invalid_argument", "command is empty", data={"field": "command"})
+            raise SandboxError("invalid_arguments", "command is empty", data={"field": "command"})
         return ["sh", "-c", command]
     if not command or not all(isinstance(part, str) for part in command):
         raise SandboxError(
-            "invalid_argument", "command must be a string or a non-empty list of strings", data={"field": "command"}
+            "invalid_arguments", "command must be a string or a non-empty list of strings", data={"field": "command"}
         )
     return list(command)
 
@@ -450,7 +454,7 @@ def _workdir(path: str | None) -> str:
     joined = posixpath.normpath(posixpath.join(runtime.WORKDIR, path))
     if joined != runtime.WORKDIR and not joined.startswith(runtime.WORKDIR + "/"):
         raise SandboxError(
-            "invalid_argument", f"workdir={path!r} must be inside {runtime.WORKDIR}", data={"field": "workdir"}
+            "invalid_arguments", f"workdir={path!r} must be inside {runtime.WORKDIR}", data={"field": "workdir"}
         )
     return joined
 

@@ -105,7 +105,7 @@ def test_too_many_live_sandboxes_is_refused(settings):
 def test_invalid_create_arguments_name_the_field(agent, kwargs, field):
     with pytest.raises(SandboxError) as caught:
         services.sandbox_create(principal=agent, **kwargs)
-    assert caught.value.code == "invalid_argument"
+    assert caught.value.code == "invalid_arguments"
     assert caught.value.data["field"] == field
     assert labelled() == set()
 
