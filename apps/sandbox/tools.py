@@ -6,6 +6,7 @@ Handlers are thin: validate what the schema cannot, call one service, shape the 
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,8 @@ from asgiref.sync import async_to_sync
 
 from apps.gateway.registry import Annotations, ToolContext, ToolError, tool
 from apps.sandbox import selectors, services
+
+log = logging.getLogger(__name__)
 
 _ID = {"type": "string", "format": "uuid", "description": "A sandbox id from sandbox.create."}
 _LIMITS = {
@@ -135,6 +138,11 @@ class _ProgressRelay:
                 async_to_sync(self.ctx.progress)(self.sent, None, message)
             except NotImplementedError:
                 self.enabled = False  # this context cannot stream (a test or an inline caller): results still come
+                return
+            except RuntimeError:
+                # Called on a thread that runs an event loop: progress cannot be awaited from here.
+                log.warning("sandbox.exec output not streamed: the handler runs on an event-loop thread")
+                self.enabled = False
                 return
         self.last = time.monotonic()
 
