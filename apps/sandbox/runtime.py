@@ -411,13 +411,13 @@ def _frames(sock: socket.socket, deadline: Callable[[], float]) -> Iterator[tupl
 
 
 def _exit_code(api: docker.APIClient, exec_id: str) -> int | None:
-    for _ in range(100):  # the stream can close a moment before the daemon records the exit
+    for _ in range(500):  # the stream can close a moment before the daemon records the exit
         with engine_errors():
             info = api.exec_inspect(exec_id)
         if not info.get("Running"):
             code = info.get("ExitCode")
             return int(code) if code is not None else None
-        time.sleep(0.01)
+        time.sleep(0.002)
     return None
 
 
