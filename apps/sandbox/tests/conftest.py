@@ -45,15 +45,23 @@ def docker_engine() -> Iterator[None]:
     settings.SANDBOX_SCOPE = original
 
 
+def snapshot_images() -> set[str]:
+    return {image["Id"] for image in runtime.client().images(filters={"label": "io.mcpplat.sandbox.snapshot"})}
+
+
 @pytest.fixture
 def engine(docker_engine: None, settings) -> Iterator[None]:
-    """The engine, with this test's containers removed afterwards whatever happened; no warm pool unless asked."""
+    """The engine, with this test's containers and snapshot images removed afterwards whatever happened; no warm
+    pool unless asked."""
     settings.SANDBOX_POOL_SIZE = 0
     before = {container.id for container in runtime.containers_labelled()}
+    images_before = snapshot_images()
     yield
     for container in runtime.containers_labelled():
         if container.id not in before:
             runtime.container_remove(container.id)
+    for image in snapshot_images() - images_before:
+        runtime.image_remove(image)
 
 
 def make_principal(*roles: str, pid: str | None = None) -> Principal:
