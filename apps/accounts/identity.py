@@ -437,6 +437,18 @@ async def _whois_principal(client_host: str) -> Principal:
     return await _tailnet_login_principal(login, cache_key=key)
 
 
+async def _read_to_eof(reader: asyncio.StreamReader, *, limit: int) -> bytes:
+    """The whole HTTP/1.0 answer: headers and body can arrive in separate reads (seen under load)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await reader.read(65536):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"tailscaled's answer is over {limit} bytes")
+    return b"".join(chunks)
+
+
 async def tailscale_whois(socket_path: str, address: str, *, timeout: float = 2.0) -> dict[str, Any] | None:
     """GET /localapi/v0/whois on tailscaled's unix socket; None when it does not know the address."""
     reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(socket_path), timeout)
@@ -445,7 +457,7 @@ async def tailscale_whois(socket_path: str, address: str, *, timeout: float = 2.
             f"GET /localapi/v0/whois?addr={quote(address)} HTTP/1.0\r\nHost: local-tailscaled.sock\r\n\r\n".encode()
         )
         await writer.drain()
-        raw = await asyncio.wait_for(reader.read(1 << 20), timeout)
+        raw = await asyncio.wait_for(_read_to_eof(reader, limit=1 << 20), timeout)
     finally:
         writer.close()
     head, _, body = raw.partition(b"\r\n\r\n")

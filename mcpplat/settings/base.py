@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     # -- apps added by capability work go below, one line each --
     "apps.sandbox",
     "apps.audit",
+    "apps.browser",
 ]
 
 MIDDLEWARE = [
@@ -307,7 +308,7 @@ SANDBOX_OUTPUT_LIMIT_BYTES = env.get_int("SANDBOX_OUTPUT_LIMIT_BYTES")
 SANDBOX_POOL_SIZE = env.get_int("SANDBOX_POOL_SIZE")
 SANDBOX_QUOTAS_JSON = env.get("SANDBOX_QUOTAS") or ""
 
-# Artifact storage (sandbox snapshots; other capabilities may share it): filesystem unless a bucket is set.
+# Artifact storage shared by capabilities (sandbox snapshots, browser traces): filesystem unless a bucket is set.
 if env.is_set("ARTIFACTS_S3_BUCKET"):
     _artifacts = {
         "BACKEND": "storages.backends.s3.S3Storage",
@@ -322,7 +323,7 @@ if env.is_set("ARTIFACTS_S3_BUCKET"):
 else:
     _artifacts = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(VAR_DIR / "artifacts")},
+        "OPTIONS": {"location": str(VAR_DIR / "artifacts"), "base_url": "/artifacts/"},
     }
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -331,6 +332,18 @@ STORAGES = {
 }
 # ------------------------------------------------------------------------------------- end sandbox
 
+
+# ------------------------------------------------------------------------------- browser (apps.browser)
+BROWSER_EXECUTABLE = env.get_str("BROWSER_EXECUTABLE")
+BROWSER_SESSION_IDLE_S = env.get_int("BROWSER_SESSION_IDLE_S")
+BROWSER_MAX_SESSIONS_PER_ROLE = env.get_int("BROWSER_MAX_SESSIONS_PER_ROLE")
+BROWSER_DEFAULT_ALLOW = env.get_list("BROWSER_DEFAULT_ALLOW")
+BROWSER_DEFAULT_DENY = env.get_list("BROWSER_DEFAULT_DENY")
+BROWSER_WARM_CONTEXTS = env.get_int("BROWSER_WARM_CONTEXTS")
+BROWSER_NAVIGATION_TIMEOUT_MS = env.get_int("BROWSER_NAVIGATION_TIMEOUT_MS")
+BROWSER_ACTION_TIMEOUT_MS = env.get_int("BROWSER_ACTION_TIMEOUT_MS")
+BROWSER_SNAPSHOT_MAX_CHARS = env.get_int("BROWSER_SNAPSHOT_MAX_CHARS")
+# Artifact storage (traces, screenshots): the shared STORAGES["artifacts"] of the sandbox block above.
 # --------------------------------------------------------------------------------- gateway (/mcp)
 MCP_ALLOWED_ORIGINS = env.get_list("MCP_ALLOWED_ORIGINS")
 MCP_CORS_ORIGINS = env.get_list("MCP_CORS_ORIGINS")
