@@ -11,6 +11,7 @@ help:
 	@echo "make lint       ruff (lint + format check) and mypy"
 	@echo "make requirements  re-pin requirements/*.txt from requirements/*.in"
 	@echo "make env-docs   regenerate the configuration table in README.md"
+	@echo "make sandbox-image  build the default sandbox image offline (FORCE=1 rebuilds)"
 
 install:
 	@scripts/venv.sh base
@@ -47,6 +48,14 @@ env-docs: install
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage
+
+# ------------------------------------------------------------------------------ sandbox (apps/sandbox)
+.PHONY: sandbox-image sandbox-reap
+sandbox-image: install  ## build the default sandbox image offline (debootstrap + docker import); --force rebuilds
+	@$(PY) manage.py sandbox_image $(if $(FORCE),--force,)
+
+sandbox-reap: install  ## destroy expired sandboxes and orphaned containers now
+	@$(PY) manage.py sandbox_reap
 
 # ---------------------------------------------------------------- conformance (gateway; see conformance/run.sh)
 .PHONY: conformance

@@ -191,6 +191,83 @@ VARIABLES: tuple[Var, ...] = (
     Var("SENTRY_DSN", None, "Sentry DSN; errors are reported when set.", False, True),
     Var("LOG_LEVEL", "INFO", "Root log level.", False),
     Var("LOG_FORMAT", "text", "`text` or `json` (structured logs with trace ids).", False),
+    # -- sandbox (apps/sandbox): Docker Engine runtime, limits, warm pool, artifact storage --
+    Var(
+        "DOCKER_HOST",
+        "unix:///var/run/docker.sock",
+        "Docker Engine the sandbox workers drive (`unix:///…`, `tcp://host:2376`).",
+        False,
+    ),
+    Var(
+        "SANDBOX_SCOPE",
+        "default",
+        "Label value that separates the sandbox containers of deployments sharing one Docker Engine: the reaper "
+        "only removes containers of its own scope.",
+        False,
+    ),
+    Var(
+        "SANDBOX_RUNTIME",
+        "runc",
+        "Container runtime for sandboxes: `runc`, or gVisor `runsc` (registered in daemon.json).",
+        False,
+    ),
+    Var(
+        "SANDBOX_DEFAULT_IMAGE",
+        "mcpplat/sandbox-python:1",
+        "Image of a sandbox created without one; built offline by `make sandbox-image`. Always allowed.",
+        False,
+    ),
+    Var(
+        "SANDBOX_IMAGE_ALLOWLIST",
+        "",
+        "Comma-separated extra image references sandboxes may use (the admin's image allowlist adds more).",
+        False,
+    ),
+    Var("SANDBOX_DEFAULT_TTL_S", "600", "Sandbox lifetime in seconds when the caller gives none.", False),
+    Var("SANDBOX_DEFAULT_IDLE_TTL_S", "300", "Seconds without an exec after which a sandbox is reaped.", False),
+    Var(
+        "SANDBOX_DEFAULT_MEMORY_MB", "256", "Memory limit (MiB, includes the workdir tmpfs) when none is given.", False
+    ),
+    Var("SANDBOX_DEFAULT_CPUS", "1", "CPU limit (cores, may be fractional) when none is given.", False),
+    Var("SANDBOX_DEFAULT_PIDS", "128", "Process limit when none is given.", False),
+    Var("SANDBOX_DEFAULT_DISK_MB", "64", "Size of the writable workdir (tmpfs, MiB) when none is given.", False),
+    Var("SANDBOX_EXEC_TIMEOUT_S", "30", "Exec timeout in seconds when the caller gives none.", False),
+    Var(
+        "SANDBOX_OUTPUT_LIMIT_BYTES",
+        "1048576",
+        "Bytes of stdout+stderr kept per exec; past it output is cut and the process killed.",
+        False,
+    ),
+    Var(
+        "SANDBOX_POOL_SIZE",
+        "2",
+        "Pre-started, unassigned sandboxes of the default image kept warm (0 disables the pool).",
+        False,
+    ),
+    Var(
+        "SANDBOX_QUOTAS",
+        "",
+        "JSON object role → limits ceiling (`memory_mb`, `cpus`, `pids`, `disk_mb`, `ttl_s`, `idle_ttl_s`, "
+        "`exec_timeout_s`, `max_sandboxes`); `default` applies to roles without an entry. Unset: built-in quotas "
+        "(docs/sandbox.md).",
+        False,
+    ),
+    Var(
+        "ARTIFACTS_S3_BUCKET",
+        None,
+        "S3-compatible bucket for artifacts (sandbox snapshots). Unset: the filesystem under `VAR_DIR/artifacts`.",
+        False,
+    ),
+    Var("ARTIFACTS_S3_ENDPOINT_URL", None, "Endpoint of an S3-compatible store (MinIO, R2…); unset: AWS.", False),
+    Var(
+        "ARTIFACTS_S3_ACCESS_KEY_ID",
+        None,
+        "Access key for the artifacts bucket (unset: the AWS default chain).",
+        False,
+        True,
+    ),
+    Var("ARTIFACTS_S3_SECRET_ACCESS_KEY", None, "Secret key for the artifacts bucket.", False, True),
+    # -- end sandbox --
     # -- identity, authorization and audit (apps/accounts, apps/audit) --
     Var(
         "PUBLIC_BASE_URL",

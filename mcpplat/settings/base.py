@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.gateway",
     # -- apps added by capability work go below, one line each --
+    "apps.sandbox",
     "apps.audit",
     "apps.browser",
     "apps.runs",
@@ -293,6 +294,53 @@ if SENTRY_DSN := env.get("SENTRY_DSN"):
         send_default_pii=False,
     )
 
+# ------------------------------------------------------------------------------------------ sandbox
+# apps/sandbox: Docker Engine runtime. Limits are the defaults a sandbox gets; SANDBOX_QUOTAS caps them per role.
+DOCKER_HOST = env.get_str("DOCKER_HOST")
+SANDBOX_RUNTIME = env.get_str("SANDBOX_RUNTIME")
+SANDBOX_SCOPE = env.get_str("SANDBOX_SCOPE")
+if SANDBOX_RUNTIME not in {"runc", "runsc"}:
+    raise ImproperlyConfigured(f"SANDBOX_RUNTIME={SANDBOX_RUNTIME!r}: use runc or runsc")
+SANDBOX_DEFAULT_IMAGE = env.get_str("SANDBOX_DEFAULT_IMAGE")
+SANDBOX_IMAGE_ALLOWLIST = env.get_list("SANDBOX_IMAGE_ALLOWLIST")
+SANDBOX_DEFAULT_LIMITS = {
+    "memory_mb": env.get_int("SANDBOX_DEFAULT_MEMORY_MB"),
+    "cpus": float(env.get_str("SANDBOX_DEFAULT_CPUS")),
+    "pids": env.get_int("SANDBOX_DEFAULT_PIDS"),
+    "disk_mb": env.get_int("SANDBOX_DEFAULT_DISK_MB"),
+}
+SANDBOX_DEFAULT_TTL_S = env.get_int("SANDBOX_DEFAULT_TTL_S")
+SANDBOX_DEFAULT_IDLE_TTL_S = env.get_int("SANDBOX_DEFAULT_IDLE_TTL_S")
+SANDBOX_EXEC_TIMEOUT_S = env.get_int("SANDBOX_EXEC_TIMEOUT_S")
+SANDBOX_OUTPUT_LIMIT_BYTES = env.get_int("SANDBOX_OUTPUT_LIMIT_BYTES")
+SANDBOX_POOL_SIZE = env.get_int("SANDBOX_POOL_SIZE")
+SANDBOX_QUOTAS_JSON = env.get("SANDBOX_QUOTAS") or ""
+
+# Artifact storage shared by capabilities (sandbox snapshots, browser traces): filesystem unless a bucket is set.
+if env.is_set("ARTIFACTS_S3_BUCKET"):
+    _artifacts = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.get_str("ARTIFACTS_S3_BUCKET"),
+            "endpoint_url": env.get("ARTIFACTS_S3_ENDPOINT_URL"),
+            "access_key": env.get("ARTIFACTS_S3_ACCESS_KEY_ID"),
+            "secret_key": env.get("ARTIFACTS_S3_SECRET_ACCESS_KEY"),
+            "file_overwrite": False,
+        },
+    }
+else:
+    _artifacts = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(VAR_DIR / "artifacts"), "base_url": "/artifacts/"},
+    }
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "artifacts": _artifacts,
+}
+# ------------------------------------------------------------------------------------- end sandbox
+
+
 # ------------------------------------------------------------------------------- browser (apps.browser)
 BROWSER_EXECUTABLE = env.get_str("BROWSER_EXECUTABLE")
 BROWSER_SESSION_IDLE_S = env.get_int("BROWSER_SESSION_IDLE_S")
@@ -303,15 +351,7 @@ BROWSER_WARM_CONTEXTS = env.get_int("BROWSER_WARM_CONTEXTS")
 BROWSER_NAVIGATION_TIMEOUT_MS = env.get_int("BROWSER_NAVIGATION_TIMEOUT_MS")
 BROWSER_ACTION_TIMEOUT_MS = env.get_int("BROWSER_ACTION_TIMEOUT_MS")
 BROWSER_SNAPSHOT_MAX_CHARS = env.get_int("BROWSER_SNAPSHOT_MAX_CHARS")
-# Artifact storage (traces, screenshots): filesystem under var/artifacts; S3 via django-storages in production.
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    "artifacts": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(VAR_DIR / "artifacts"), "base_url": "/artifacts/"},
-    },
-}
+# Artifact storage (traces, screenshots): the shared STORAGES["artifacts"] of the sandbox block above.
 # --------------------------------------------------------------------------------- gateway (/mcp)
 MCP_ALLOWED_ORIGINS = env.get_list("MCP_ALLOWED_ORIGINS")
 MCP_CORS_ORIGINS = env.get_list("MCP_CORS_ORIGINS")
