@@ -54,6 +54,7 @@ class Runs:
         self.streams = import_module("apps.runs.streams")
         self.selectors = import_module("apps.runs.selectors")
         self.mcp_tasks = import_module("apps.runs.mcp_tasks")
+        self.events = import_module("apps.runs.events")
 
 
 @functools.cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
 import logging
 import time
 import uuid
@@ -200,7 +201,7 @@ def describe_tool(tool: Tool, era: str, protocol_version: str) -> dict[str, Any]
         if tool.output_schema is not None:
             found["outputSchema"] = tool.output_schema
         if protocol_version == "2025-11-25":
-            found["execution"] = {"taskSupport": tool.task_support}
+            found["execution"] = {"taskSupport": task_support(tool)}
         _descriptions[key] = found
     return found
 
@@ -251,6 +252,46 @@ async def tools_list(call: Call) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- tools/call
+
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+
+
+def task_support(tool: Tool) -> str:
+    """The tool's `execution.taskSupport`: its own declaration, and at least "optional" for a queued tool (a job
+    is a task)."""
+    if tool.task_support == "forbidden" and tool.execution == "queued":
+        return "optional"
+    return tool.task_support
+
+
+def _task_request(call: Call, tool: Tool) -> tuple[bool, int | None]:
+    """Whether this `tools/call` should answer with a task, and the client's requested TTL (ms).
+
+    2025-11-25: the client asks with `params.task` ({ttl?}); a tool whose taskSupport is "required" must be asked
+    so (-32601 otherwise). 2026-07-28: the server decides; it does so for a queued tool when the client declared the
+    tasks extension in its capabilities.
+    """
+    support = task_support(tool)
+    if call.era == "legacy":
+        task = call.params.get("task")
+        if task is None:
+            if support == "required" and call.protocol_version == "2025-11-25":
+                raise RpcError(
+                    errors.METHOD_NOT_FOUND,
+                    f'{tool.name} must be called as a task: add params.task (e.g. {{"ttl": 60000}})',
+                )
+            return False, None
+        if call.protocol_version != "2025-11-25" or support == "forbidden":
+            return False, None
+        if not isinstance(task, dict):
+            raise RpcError(errors.INVALID_PARAMS, 'params.task must be an object, e.g. {"ttl": 60000}')
+        ttl = task.get("ttl")
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
+            raise RpcError(errors.INVALID_PARAMS, "params.task.ttl must be a positive integer (milliseconds)")
+        return True, ttl
+    extensions = call.client_capabilities.get("extensions")
+    wants = isinstance(extensions, dict) and TASKS_EXTENSION in extensions
+    return (wants and support != "forbidden" and tool.execution == "queued"), None
 
 
 def _idempotency_key(call: Call) -> str | None:
@@ -316,7 +357,20 @@ async def _run_inline(call: Call, tool: Tool, arguments: dict[str, Any]) -> dict
     return _success_result(value)
 
 
-async def _run_queued(call: Call, tool: Tool, arguments: dict[str, Any], key: str | None) -> dict[str, Any]:
+def _trace_context(call: Call) -> dict[str, str] | None:
+    context = {k: call.headers[k] for k in ("traceparent", "tracestate") if call.headers.get(k)}
+    return context or None
+
+
+async def _run_queued(
+    call: Call,
+    tool: Tool,
+    arguments: dict[str, Any],
+    key: str | None,
+    *,
+    as_task: bool = False,
+    ttl_ms: int | None = None,
+) -> dict[str, Any]:
     """Submit a Job (apps.runs) and relay its events: progress/log as notifications, then the final result.
 
     Closing the stream (2026-07-28) or `notifications/cancelled` cancels the job. Idempotency for queued tools is
@@ -332,23 +386,31 @@ async def _run_queued(call: Call, tool: Tool, arguments: dict[str, Any], key: st
             f"{tool.name} runs on the {tool.queue!r} worker queue and the job runtime (apps.runs) is not installed "
             "in this deployment; ask an operator to enable it.",
         )
-    from asgiref.sync import sync_to_async
-
+    db_call = runs.events.db_call
     run_id = call.meta.get("io.mcpplat/runId")
     try:
-        job = await sync_to_async(runs.services.job_submit)(
+        job = await db_call(runs.services.job_submit)(
             tool=tool,
             arguments=arguments,
             principal=call.principal,
             request_id=str(call.request_id),
             idempotency_key=key,
             run_id=str(run_id) if run_id is not None else None,
-            task_ttl_ms=None,
+            task_ttl_ms=ttl_ms,
+            trace_context=_trace_context(call),
         )
     except ToolError as exc:
         call.outcome, call.error_code, call.detail = "error", exc.code, exc.message
         return tool_error_result(exc.code, exc.message, **exc.data)
     call.job_id, call.run_id = str(job.pk), str(job.run_id) if getattr(job, "run_id", None) else call.run_id
+    if as_task:
+        era = "2025-11-25" if call.era == "legacy" else "2026-07-28"
+        task = runs.mcp_tasks.task_from_job(job, era=era)
+        task.pop("result", None)
+        call.detail = "task created"
+        if call.era == "modern":
+            return {"resultType": "task", "task": task}
+        return {"task": task}
     ctx = GatewayToolContext(call)
     try:
         async for event in runs.streams.job_events(call.job_id):
@@ -361,10 +423,10 @@ async def _run_queued(call: Call, tool: Tool, arguments: dict[str, Any], key: st
                 break
     except asyncio.CancelledError:
         await asyncio.shield(
-            sync_to_async(runs.services.job_cancel)(job_id=call.job_id, principal=call.principal, reason="client")
+            db_call(runs.services.job_cancel)(job_id=call.job_id, principal=call.principal, reason="client")
         )
         raise
-    job = await sync_to_async(runs.selectors.job_get)(call.job_id, call.principal)
+    job = await db_call(runs.selectors.job_get)(call.job_id, call.principal)
     result = runs.mcp_tasks.tool_result_from_job(job)
     if result.get("isError"):
         error = (result.get("structuredContent") or {}).get("error") or {}
@@ -428,8 +490,9 @@ async def tools_call(call: Call) -> dict[str, Any]:
             bucket=verdict.bucket.label,
         )
     key = _idempotency_key(call)
+    as_task, ttl_ms = _task_request(call, tool)
     if tool.execution == "queued":
-        return await _run_queued(call, tool, arguments, key)
+        return await _run_queued(call, tool, arguments, key, as_task=as_task, ttl_ms=ttl_ms)
     if key is None:
         return await _run_inline(call, tool, arguments)
     digest = idempotency.arguments_digest(name, arguments)
@@ -469,6 +532,9 @@ def capabilities(era: str) -> dict[str, Any]:
     caps: dict[str, Any] = {"tools": {"listChanged": False}}
     if era == "legacy":
         caps["logging"] = {}
+        caps["tasks"] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+    else:
+        caps["extensions"] = {TASKS_EXTENSION: {}}
     if config().conformance:
         from apps.gateway.conformance import fixtures
 
@@ -510,6 +576,72 @@ async def logging_set_level(call: Call) -> dict[str, Any]:
     return {}
 
 
+# ------------------------------------------------------------------------- MCP tasks (= jobs, apps.runs)
+
+
+def _task_era(call: Call) -> str:
+    return "2025-11-25" if call.era == "legacy" else "2026-07-28"
+
+
+def _task_id(call: Call) -> str:
+    task_id = call.params.get("taskId")
+    if not isinstance(task_id, str) or not task_id:
+        raise RpcError(errors.INVALID_PARAMS, f"{call.method} needs params.taskId: the taskId of a task you created")
+    call.job_id = task_id
+    return task_id
+
+
+async def _tasks_do(call: Call, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run an apps.runs.mcp_tasks function off the event loop; its TaskError becomes the JSON-RPC error."""
+    from apps.gateway import integrations
+
+    runs = integrations.runs()
+    if runs is None:
+        raise RpcError(errors.METHOD_NOT_FOUND, f"Method not found: {call.method} (no job runtime installed)")
+    try:
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args, **kwargs)
+        return await runs.events.db_call(fn)(*args, **kwargs)
+    except runs.mcp_tasks.TaskError as exc:
+        raise RpcError(exc.code, exc.message, exc.data or None, outcome="invalid") from None
+
+
+def _mcp_tasks() -> Any:
+    from apps.runs import mcp_tasks
+
+    return mcp_tasks
+
+
+async def tasks_get(call: Call) -> dict[str, Any]:
+    task_id = _task_id(call)
+    return await _tasks_do(call, _mcp_tasks().task_get, task_id, call.principal, era=_task_era(call))
+
+
+async def tasks_result(call: Call) -> dict[str, Any]:
+    task_id = _task_id(call)
+    return await _tasks_do(call, _mcp_tasks().task_result, task_id, call.principal)
+
+
+async def tasks_list(call: Call) -> dict[str, Any]:
+    cursor = call.params.get("cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise RpcError(errors.INVALID_PARAMS, "cursor: pass back nextCursor exactly as received, or omit it")
+    return await _tasks_do(call, _mcp_tasks().task_list, call.principal, cursor=cursor, era=_task_era(call))
+
+
+async def tasks_cancel(call: Call) -> dict[str, Any]:
+    task_id = _task_id(call)
+    return await _tasks_do(call, _mcp_tasks().task_cancel, task_id, call.principal, era=_task_era(call))
+
+
+async def tasks_update(call: Call) -> dict[str, Any]:
+    task_id = _task_id(call)
+    responses = call.params.get("inputResponses")
+    if responses is not None and not isinstance(responses, dict):
+        raise RpcError(errors.INVALID_PARAMS, "params.inputResponses must be an object")
+    return await _tasks_do(call, _mcp_tasks().task_update, task_id, call.principal, input_responses=responses)
+
+
 Handler = Callable[[Call], Awaitable[dict[str, Any]]]
 # method -> (handler, eras it exists in)
 METHODS: dict[str, tuple[Handler, frozenset[str]]] = {
@@ -518,6 +650,11 @@ METHODS: dict[str, tuple[Handler, frozenset[str]]] = {
     "server/discover": (server_discover, frozenset({"modern"})),
     "ping": (ping, frozenset({"legacy"})),
     "logging/setLevel": (logging_set_level, frozenset({"legacy"})),
+    "tasks/get": (tasks_get, frozenset({"legacy", "modern"})),
+    "tasks/result": (tasks_result, frozenset({"legacy"})),
+    "tasks/list": (tasks_list, frozenset({"legacy"})),
+    "tasks/cancel": (tasks_cancel, frozenset({"legacy", "modern"})),
+    "tasks/update": (tasks_update, frozenset({"modern"})),
 }
 
 

@@ -749,7 +749,7 @@ def _is_response(payload: bytes) -> bool:
 
 
 # Methods that run user code (long, streaming, cancellable); the rest answer from memory and run inline.
-_STREAMING_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
+_STREAMING_METHODS = frozenset({"tools/call", "prompts/get", "resources/read", "tasks/result"})
 
 
 async def _run(ex: Exchange, call: Call, *, sse_ok: bool, cancel_on_disconnect: bool) -> None:

@@ -107,10 +107,15 @@ def tool_result_from_job(job: Job) -> dict[str, Any]:
 
 
 def _job(task_id: Id, principal: Principal) -> Job:
+    """The caller's own job: MCP tasks are principal-scoped even for a `runs.manage` principal (staff use the admin
+    or the REST API for other callers' jobs)."""
     try:
-        return selectors.job_get(task_id, principal)
+        job = selectors.job_get(task_id, principal)
     except ToolError as exc:
         raise TaskError(INVALID_PARAMS, f"unknown task {task_id!s}: {exc.message}") from None
+    if job.principal_id != principal.id:
+        raise TaskError(INVALID_PARAMS, f"unknown task {task_id!s}: tasks are visible to their creator only")
+    return job
 
 
 def task_get(task_id: Id, principal: Principal, *, era: Era) -> dict[str, Any]:
@@ -130,7 +135,7 @@ async def task_result(task_id: Id, principal: Principal) -> dict[str, Any]:
 
 def task_list(principal: Principal, *, cursor: str | None, era: Era, limit: int = 50) -> dict[str, Any]:
     try:
-        jobs, next_cursor = selectors.job_list(principal, cursor=cursor, limit=limit)
+        jobs, next_cursor = selectors.job_list(principal, cursor=cursor, limit=limit, own_only=True)
     except ToolError as exc:
         raise TaskError(INVALID_PARAMS, exc.message) from None
     page: dict[str, Any] = {"tasks": [task_from_job(j, era=era) for j in jobs]}

@@ -61,10 +61,17 @@ def job_result(job: Job) -> dict[str, Any] | None:
 
 
 def job_list(
-    principal: Principal, *, cursor: str | None = None, limit: int = 50, run_id: str | None = None
+    principal: Principal,
+    *,
+    cursor: str | None = None,
+    limit: int = 50,
+    run_id: str | None = None,
+    own_only: bool = False,
 ) -> tuple[list[Job], str | None]:
-    """The principal's jobs, newest first, paginated by an opaque cursor (the last job's id)."""
-    jobs: QuerySet[Job] = Job.objects.all() if can_manage(principal) else Job.objects.filter(principal_id=principal.id)
+    """The principal's jobs (every job for a manager unless `own_only`), newest first, paginated by an opaque
+    cursor (the last job's id)."""
+    everyone = can_manage(principal) and not own_only
+    jobs: QuerySet[Job] = Job.objects.all() if everyone else Job.objects.filter(principal_id=principal.id)
     if run_id:
         jobs = jobs.filter(run_id=_uuid(run_id, "run") or uuid.UUID(int=0))
     jobs = jobs.order_by("-created_at", "-id")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 
@@ -12,8 +13,9 @@ import httpx2
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
-from mcp import Client
+from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from apps.runs.models import Job
 from apps.runs.tests.conftest import FAST_RUNTIME_ENV
@@ -124,3 +126,125 @@ async def test_gateway_killed_mid_stream_then_run_resume_returns_every_event(gat
     assert [e["kind"] for e in events if e["kind"] in {"job.result", "job.error"}] == ["job.result"]
     assert [e["seq"] for e in tail["events"]] == [e["seq"] for e in events[5:]]
     assert redis_client.get("gw-kill:completions") == b"1"
+
+
+# ------------------------------------------------------------------------------ MCP tasks (2025-11-25) via the SDK
+
+
+async def _create_task(client: Client, name: str, arguments: dict, ttl: int) -> types.CreateTaskResult:
+    """A task-augmented tools/call. The SDK (2.3.0) validates every tools/call answer as a CallToolResult, so this
+    sends it the way `ClientSession.send_request` does, minus that check, and validates a CreateTaskResult."""
+    request = types.CallToolRequest(
+        params=types.CallToolRequestParams(name=name, arguments=arguments, task=types.TaskMetadata(ttl=ttl))
+    )
+    data = request.model_dump(by_alias=True, mode="json", exclude_none=True)
+    opts: dict = {}
+    client.session._stamp(data, opts)
+    raw = await client.session._dispatcher.send_raw_request(data["method"], data.get("params"), opts)
+    return types.CreateTaskResult.model_validate(raw, by_name=False)
+
+
+async def _task_status(client: Client, task_id: str, want: str, timeout_s: float = 15) -> types.GetTaskResult:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        got = await client.session.send_request(
+            types.GetTaskRequest(params=types.GetTaskRequestParams(task_id=task_id)), types.GetTaskResult
+        )
+        if got.status == want or asyncio.get_running_loop().time() > deadline:
+            return got
+        await asyncio.sleep(0.05)
+
+
+async def test_sdk_client_task_augmented_call_get_result_and_cancel(gateway, agent_token, redis_client):
+    async with connect(gateway.url, agent_token, "legacy") as client:
+        # given a 2025-11-25 session: the server declares tasks, the queued tool supports them
+        tasks_cap = client.server_capabilities.tasks
+        listed = {t.name: t for t in (await client.list_tools()).tools}
+        assert tasks_cap is not None
+        assert tasks_cap.requests.tools.call is not None
+        assert tasks_cap.list is not None
+        assert tasks_cap.cancel is not None
+        assert listed["test.slow"].execution.task_support == "optional"
+        assert listed["test.flaky"].execution.task_support == "optional"  # queued → at least optional
+
+        # when the queued tool is called as a task
+        created = await _create_task(client, "test.slow", {"key": "task-ok", "steps": 3, "step_s": 0.05}, 120_000)
+        task_id = created.task.task_id
+        # then it answers at once with a working task, which completes; tasks/result returns the tool's result
+        assert created.task.status == "working"
+        assert created.task.ttl == 120_000
+        done = await _task_status(client, task_id, "completed")
+        assert done.status == "completed"
+        result = await client.session.send_request(
+            types.GetTaskPayloadRequest(params=types.GetTaskPayloadRequestParams(task_id=task_id)),
+            types.CallToolResult,
+        )
+        assert result.is_error is False
+        assert result.structured_content == {"steps": 3}
+        assert result.meta == {"io.modelcontextprotocol/related-task": {"taskId": task_id}}
+
+        # when another task is cancelled while it runs
+        long = await _create_task(client, "test.slow", {"key": "task-cancel", "steps": 100, "step_s": 0.1}, 60_000)
+        long_id = long.task.task_id
+        for _ in range(200):
+            if redis_client.exists("task-cancel:starts"):
+                break
+            await asyncio.sleep(0.02)
+        cancelled = await client.session.send_request(
+            types.CancelTaskRequest(params=types.CancelTaskRequestParams(task_id=long_id)), types.CancelTaskResult
+        )
+        # then it is cancelled, its worker stops, and tasks/result says so
+        assert cancelled.status == "cancelled"
+        assert (await _task_status(client, long_id, "cancelled")).status == "cancelled"
+        payload = await client.session.send_request(
+            types.GetTaskPayloadRequest(params=types.GetTaskPayloadRequestParams(task_id=long_id)),
+            types.CallToolResult,
+        )
+        assert payload.is_error is True
+        assert payload.structured_content["error"]["code"] == "cancelled"
+        for _ in range(100):
+            if redis_client.exists("task-cancel:stopped_at"):
+                break
+            await asyncio.sleep(0.02)
+        assert redis_client.exists("task-cancel:stopped_at")
+        assert redis_client.get("task-cancel:completions") is None
+
+        # tasks/list shows both, newest first; cancelling a finished task and an unknown id are -32602
+        listed_tasks = await client.session.send_request(types.ListTasksRequest(), types.ListTasksResult)
+        assert [t.task_id for t in listed_tasks.tasks][:2] == [long_id, task_id]
+        with pytest.raises(MCPError) as finished:
+            await client.session.send_request(
+                types.CancelTaskRequest(params=types.CancelTaskRequestParams(task_id=task_id)),
+                types.CancelTaskResult,
+            )
+        assert finished.value.error.code == -32602
+        assert task_id in finished.value.error.message
+        unknown = str(uuid.uuid4())
+        with pytest.raises(MCPError) as missing:
+            await client.session.send_request(
+                types.GetTaskRequest(params=types.GetTaskRequestParams(task_id=unknown)), types.GetTaskResult
+            )
+        assert missing.value.error.code == -32602
+        assert unknown in missing.value.error.message
+
+
+async def test_tasks_are_private_to_their_creator(gateway, agent_token, redis_client):
+    from apps.accounts import services
+
+    # given a task created by one agent, and a second agent with the same role
+    account = await sync_to_async(services.service_account_ensure)(name="runs-agent-2", roles=["runs-e2e"])
+    other = (await sync_to_async(services.api_token_create)(name="other", service_account=account)).value
+    async with connect(gateway.url, agent_token, "legacy") as client:
+        created = await _create_task(client, "test.noop", {"x": 1}, 60_000)
+    # when the other agent asks for it, lists or cancels it
+    async with connect(gateway.url, other, "legacy") as client:
+        with pytest.raises(MCPError) as seen:
+            await client.session.send_request(
+                types.GetTaskRequest(params=types.GetTaskRequestParams(task_id=created.task.task_id)),
+                types.GetTaskResult,
+            )
+        listed = await client.session.send_request(types.ListTasksRequest(), types.ListTasksResult)
+    # then it is unknown to it
+    assert seen.value.error.code == -32602
+    assert created.task.task_id in seen.value.error.message
+    assert listed.tasks == []
