@@ -14,6 +14,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 from mcp import Client, types
+from mcp.client.extension import ClientExtension
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
@@ -248,3 +249,54 @@ async def test_tasks_are_private_to_their_creator(gateway, agent_token, redis_cl
     assert seen.value.error.code == -32602
     assert created.task.task_id in seen.value.error.message
     assert listed.tasks == []
+
+
+class _TasksExtension(ClientExtension):
+    identifier = "io.modelcontextprotocol/tasks"
+
+
+async def _raw(client: Client, method: str, params: dict) -> dict:
+    data = {"method": method, "params": params}
+    opts: dict = {}
+    client.session._stamp(data, opts)
+    return await client.session._dispatcher.send_raw_request(method, params, opts)
+
+
+async def test_tasks_extension_2026(gateway, agent_token, redis_client):
+    headers = {"authorization": f"Bearer {agent_token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as http,
+        Client(
+            streamable_http_client(gateway.url, http_client=http), mode="2026-07-28", extensions=[_TasksExtension()]
+        ) as client,
+    ):
+        # given a 2026-07-28 client that declared the tasks extension
+        discovered = await _raw(client, "server/discover", {})
+        assert "io.modelcontextprotocol/tasks" in discovered["capabilities"]["extensions"]
+        await client.list_tools()
+        # when it calls a queued tool, the server answers with a task
+        created = await _raw(
+            client, "tools/call", {"name": "test.slow", "arguments": {"key": "ext-ok", "steps": 2, "step_s": 0.02}}
+        )
+        assert created["resultType"] == "task"
+        task_id = created["task"]["taskId"]
+        assert created["task"]["status"] == "working"
+        # then tasks/get reaches completed and carries the result
+        for _ in range(300):
+            got = await _raw(client, "tasks/get", {"taskId": task_id})
+            if got["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert got["status"] == "completed"
+        assert got["result"]["structuredContent"] == {"steps": 2}
+        assert "ttlMs" in got
+        # tasks/cancel of a finished task is acknowledged; tasks/update has no input to take; unknown ids are -32602
+        assert (await _raw(client, "tasks/cancel", {"taskId": task_id})).get("resultType") == "complete"
+        with pytest.raises(MCPError) as update:
+            await _raw(client, "tasks/update", {"taskId": task_id, "inputResponses": {}})
+        assert update.value.error.code == -32602
+        unknown = str(uuid.uuid4())
+        with pytest.raises(MCPError) as missing:
+            await _raw(client, "tasks/get", {"taskId": unknown})
+        assert missing.value.error.code == -32602
+        assert unknown in missing.value.error.message
