@@ -11,8 +11,6 @@ import logging
 import dramatiq
 from django.conf import settings
 
-from apps.runs.scheduler import every
-
 log = logging.getLogger(__name__)
 
 # The longest any job may run; a job's own limit (its tool's timeout_s) is sent with each message.
@@ -45,7 +43,6 @@ def job_execute_actor(queue: str) -> dramatiq.Actor:
         ) from None
 
 
-@every(settings.RUNS_SCHEDULER_TICK_S)
 @dramatiq.actor(queue_name="maintenance", max_retries=0, time_limit=60_000)
 def runs_sweep() -> None:
     """Requeue jobs whose worker died and expire run leases. Sent by `manage.py run_scheduler`."""

@@ -1,7 +1,7 @@
 """The periodic-work table and the loop behind `manage.py run_scheduler` (one process per deployment).
 
-Apps register periodic actors with `every(seconds)(actor)` in their `actors.py` (django_dramatiq imports those
-modules at start-up). The scheduler only *sends* messages; maintenance workers do the work, so a slow sweep never
+`PERIODIC` below is the one schedule (documented in docs/queues.md): each row names an app's actor and its period.
+The scheduler only *sends* messages; maintenance workers do the work, so a slow sweep never
 delays the clock. A Redis lease makes a second scheduler a standby instead of a duplicate.
 """
 
@@ -35,6 +35,15 @@ class Periodic:
 
 SCHEDULE: dict[str, Periodic] = {}
 
+# The schedule: (app, actor name, period in seconds or the setting holding it). Rows of apps not installed are
+# skipped. Keep docs/queues.md ("Periodic work") in step.
+PERIODIC: tuple[tuple[str, str, float | str], ...] = (
+    ("apps.runs", "runs_sweep", "RUNS_SCHEDULER_TICK_S"),  # stale jobs, lost messages, run leases
+    ("apps.sandbox", "sandbox_reap", 30),  # expired/idle sandboxes, orphaned containers, warm pool
+    ("apps.browser", "browser_sessions_reap", 60),  # expired and orphaned browser session leases
+    ("apps.audit", "audit_digest", 3600),  # signed checkpoint of the audit chain
+)
+
 
 def every(seconds: float) -> Callable[[dramatiq.Actor], dramatiq.Actor]:
     """Send this (argument-less) actor every `seconds`. A message older than 5 periods is dropped (AgeLimit),
@@ -51,8 +60,16 @@ def every(seconds: float) -> Callable[[dramatiq.Actor], dramatiq.Actor]:
 
 
 def load_schedule() -> dict[str, Periodic]:
-    """Import every app's actor modules (where `every(...)` registrations live), as `rundramatiq` does."""
+    """Import every app's actor modules, as `rundramatiq` does, and register the `PERIODIC` rows of installed apps."""
+    from django.apps import apps
+
     autodiscover_modules(*settings.DRAMATIQ_AUTODISCOVER_MODULES)
+    broker = dramatiq.get_broker()
+    for app, actor_name, period in PERIODIC:
+        if not apps.is_installed(app):
+            continue
+        seconds = float(getattr(settings, period) if isinstance(period, str) else period)
+        every(seconds)(broker.get_actor(actor_name))
     return SCHEDULE
 
 

@@ -52,5 +52,8 @@ def test_the_scheduler_sends_due_actors_and_a_second_one_stands_by(redis_client,
 def test_the_scheduler_command_loads_every_apps_periodic_actors():
     # when
     schedule = scheduler.load_schedule()
-    # then
+    # then the one table's rows are registered with their periods
     assert schedule["runs_sweep"].every_s == 1.0
+    assert schedule["sandbox_reap"].every_s == 30
+    assert schedule["browser_sessions_reap"].every_s == 60
+    assert schedule["audit_digest"].every_s == 3600
