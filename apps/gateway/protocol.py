@@ -13,7 +13,7 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -49,7 +49,7 @@ class RawResult:
     result: dict[str, Any]
 
 
-Emit = Callable[[dict[str, Any]], Awaitable[None]]
+Emit = Callable[..., Awaitable[None]]  # emit(message, event_id=None): event_id overrides the recorded SSE id
 
 
 @dataclass(slots=True)
@@ -71,6 +71,8 @@ class Call:
     emit: Emit | None = None  # set when the response can stream (SSE)
     cancel_event: asyncio.Event | None = None
     trace_id: str = ""
+    stream_id: str = ""  # the SSE stream of this request (handshake era), for resumable event ids
+    response_event_id: str | None = None  # the SSE id of the final response, when the pipeline chose it
     # filled in by the pipeline, read by the audit
     tool: str | None = None
     outcome: str = "ok"
@@ -357,6 +359,86 @@ async def _run_inline(call: Call, tool: Tool, arguments: dict[str, Any]) -> dict
     return _success_result(value)
 
 
+JOB_STREAM_KEY = "mcpplat:gw:jobstream:"
+
+
+def job_event_id(stream_id: str, seq: int) -> str:
+    """SSE id of a queued call's event: the request's stream + the job event's seq. `Last-Event-ID` with such an id
+    resumes from the job's own event log on any replica, after any restart (`job_stream_resume`)."""
+    return f"{stream_id}.job.{seq}"
+
+
+def job_event_message(progress_token: Any, log_level: str | None, event: Any) -> dict[str, Any] | None:
+    """The notification a job event becomes on the caller's stream (None for events the caller does not see)."""
+    data = event.data or {}
+    if event.kind == "progress" and progress_token is not None:
+        params: dict[str, Any] = {"progressToken": progress_token, "progress": data.get("progress", 0)}
+        if data.get("total") is not None:
+            params["total"] = data["total"]
+        if data.get("message") is not None:
+            params["message"] = data["message"]
+        return {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
+    if event.kind == "log" and log_level is not None:
+        level = data.get("level", "info")
+        if level in LOG_LEVELS and LOG_LEVELS.index(level) >= LOG_LEVELS.index(log_level):
+            return {
+                "jsonrpc": "2.0",
+                "method": "notifications/message",
+                "params": {"level": level, "data": data.get("message")},
+            }
+    return None
+
+
+async def _job_stream_remember(call: Call, job_id: str) -> None:
+    from apps.gateway.redis_client import get_redis
+
+    key = JOB_STREAM_KEY + call.stream_id
+    mapping = {
+        "session": call.session.id if call.session else "",
+        "job": job_id,
+        "rid": orjson.dumps(call.request_id),
+        "token": orjson.dumps(call.progress_token),
+        "level": call.log_level or "",
+    }
+    pipe = get_redis().pipeline()
+    pipe.hset(key, mapping=mapping)
+    pipe.expire(key, config().session_ttl_s)
+    await pipe.execute()
+
+
+async def job_stream_resume(
+    session_id: str, principal: Any, stream_id: str, after_seq: int
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Yield (SSE id, message) for a queued call's events after `after_seq`, then its response. Nothing when the
+    stream is not this session's, the job is not the caller's, or the response was already sent."""
+    from apps.gateway import integrations
+    from apps.gateway.redis_client import get_redis
+
+    runs = integrations.runs()
+    raw = await get_redis().hgetall(JOB_STREAM_KEY + stream_id)
+    if runs is None or not raw or raw.get(b"session", b"").decode() != session_id:
+        return
+    job_id = raw[b"job"].decode()
+    token, level = orjson.loads(raw[b"token"]), raw[b"level"].decode() or None
+    try:
+        job = await runs.events.db_call(runs.selectors.job_get)(job_id, principal)
+    except ToolError:
+        return
+    if job.is_terminal and after_seq >= job.last_event_seq:
+        return
+    last = after_seq
+    async for event in runs.streams.job_events(job_id, after=str(after_seq)):
+        last = event.seq
+        message = job_event_message(token, level, event)
+        if message is not None:
+            yield job_event_id(stream_id, event.seq), message
+        if event.is_terminal:
+            break
+    job = await runs.events.db_call(runs.selectors.job_get)(job_id, principal)
+    result = runs.mcp_tasks.tool_result_from_job(job)
+    yield job_event_id(stream_id, last), {"jsonrpc": "2.0", "id": orjson.loads(raw[b"rid"]), "result": result}
+
+
 def _trace_context(call: Call) -> dict[str, str] | None:
     context = {k: call.headers[k] for k in ("traceparent", "tracestate") if call.headers.get(k)}
     return context or None
@@ -411,15 +493,20 @@ async def _run_queued(
         if call.era == "modern":
             return {"resultType": "task", "task": task}
         return {"task": task}
-    ctx = GatewayToolContext(call)
+    resumable = call.session is not None and call.emit is not None and bool(call.stream_id)
+    if resumable:
+        await _job_stream_remember(call, call.job_id)
     try:
         async for event in runs.streams.job_events(call.job_id):
-            data = event.data or {}
-            if event.kind == "progress":
-                await ctx.progress(data.get("progress", 0), data.get("total"), data.get("message"))
-            elif event.kind == "log":
-                await ctx.log(data.get("level", "info"), data.get("message"))
+            message = job_event_message(call.progress_token, call.log_level, event) if call.emit else None
+            if message is not None and call.emit is not None:
+                if resumable:
+                    await call.emit(message, event_id=job_event_id(call.stream_id, event.seq))
+                else:
+                    await call.emit(message)
             if event.is_terminal:
+                if resumable:
+                    call.response_event_id = job_event_id(call.stream_id, event.seq)
                 break
     except asyncio.CancelledError:
         await asyncio.shield(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -696,6 +697,9 @@ async def _legacy_notification(
     await ex.respond(202)
 
 
+_JOB_EVENT_ID = re.compile(r"([0-9a-f]{12})\.job\.([0-9]{1,18})")
+
+
 async def _standalone_stream(ex: Exchange, principal: Any, session: sessions.Session) -> None:
     """The GET stream: server notifications for the session, and `Last-Event-ID` resumption of any stream."""
     await _audit(ex, principal=principal, method="GET stream", outcome="ok", session_id=session.id)
@@ -705,6 +709,14 @@ async def _standalone_stream(ex: Exchange, principal: Any, session: sessions.Ses
     try:
         stream, cursor = "get", await sessions.events_tail(session)
         last = ex.headers.get("last-event-id")
+        job_cursor = _JOB_EVENT_ID.fullmatch(last or "")
+        if job_cursor:
+            # A queued call's stream: resume from the job's own event log (any replica, after any restart).
+            resume = protocol.job_stream_resume(session.id, principal, job_cursor[1], int(job_cursor[2]))
+            async for event_id, message in resume:
+                await ex.sse_send(sse_event(orjson.dumps(message), event_id))
+            await ex.sse_send(b"", more=False)
+            return
         if last:
             stream, replay = await sessions.events_after(session, last)
             stream = stream or "get"
@@ -767,10 +779,11 @@ async def _run(ex: Exchange, call: Call, *, sse_ok: bool, cancel_on_disconnect: 
     session = call.session
     gone = False
 
-    async def emit(message: dict[str, Any]) -> None:
+    async def emit(message: dict[str, Any], event_id: str | None = None) -> None:
         nonlocal gone
         payload = orjson.dumps(message)
-        event_id = await sessions.event_record(session, stream_id, payload) if session is not None else None
+        if event_id is None and session is not None:
+            event_id = await sessions.event_record(session, stream_id, payload)
         if gone:
             return
         try:
@@ -782,6 +795,7 @@ async def _run(ex: Exchange, call: Call, *, sse_ok: bool, cancel_on_disconnect: 
 
     if sse_ok:
         call.emit = emit
+    call.stream_id = stream_id
     call.cancel_event = asyncio.Event()
     key = None
     if call.era == "legacy" and session is not None:
@@ -853,8 +867,8 @@ async def _finish(ex: Exchange, call: Call, task: asyncio.Future[Any], stream_id
     if not ex.started:
         await ex.respond(status, payload)
         return
-    event_id = None
-    if call.session is not None:
+    event_id = call.response_event_id
+    if event_id is None and call.session is not None:
         event_id = await sessions.event_record(call.session, stream_id, payload)
     if gone:
         return

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import asynccontextmanager
 
 import httpx2
+import orjson
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
@@ -300,3 +301,76 @@ async def test_tasks_extension_2026(gateway, agent_token, redis_client):
             await _raw(client, "tasks/get", {"taskId": unknown})
         assert missing.value.error.code == -32602
         assert unknown in missing.value.error.message
+
+
+def _sse_events(text: str) -> list[tuple[str | None, dict]]:
+    out = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        event_id, data = None, []
+        for line in block.split("\n"):
+            if line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+        if data:
+            out.append((event_id, orjson.loads("\n".join(data))))
+    return out
+
+
+async def test_gateway_killed_mid_stream_then_last_event_id_resumes_the_call(gateway, agent_token, redis_client):
+    base = {
+        "authorization": f"Bearer {agent_token}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+    }
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=60)) as http:
+        init = await http.post(
+            gateway.url,
+            headers=base,
+            json={
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"},
+                },
+            },
+        )
+        headers = {**base, "mcp-session-id": init.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        await http.post(gateway.url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        # given a queued call streaming progress over SSE
+        body = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {
+                "name": "test.slow",
+                "arguments": {"key": "lei-kill", "steps": 12, "step_s": 0.1},
+                "_meta": {"progressToken": "p1"},
+            },
+        }
+        seen: list[tuple[str | None, dict]] = []
+        buffer = ""
+        async with http.stream("POST", gateway.url, headers=headers, json=body) as response:
+            async for chunk in response.aiter_text():
+                buffer += chunk
+                seen = _sse_events(buffer if buffer.endswith("\n\n") else buffer.rsplit("\n\n", 1)[0])
+                if len(seen) >= 3:
+                    break
+            # when the gateway is killed with SIGKILL mid-stream and restarted
+            gateway.kill()
+        gateway.start()
+        last_id = seen[-1][0]
+        assert last_id is not None
+        # then a GET with Last-Event-ID on the new process gets every remaining event, then the result once
+        resumed = await http.get(gateway.url, headers={**headers, "last-event-id": last_id})
+        rest = _sse_events(resumed.text)
+    progress = [m["params"]["progress"] for _, m in seen + rest if m.get("method") == "notifications/progress"]
+    responses = [m for _, m in rest if "result" in m]
+    assert progress == list(range(1, 13))
+    assert len(responses) == 1
+    assert responses[0]["id"] == 7
+    assert responses[0]["result"]["structuredContent"] == {"steps": 12}
+    assert redis_client.get("lei-kill:completions") == b"1"
