@@ -17,9 +17,11 @@ from conftest import wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_worker_killed_mid_job_completes_exactly_once(alice, redis_client, job_worker, settings):
-    # given two workers (default + maintenance queues), the scheduler loop, and a job running on one worker
+def test_worker_killed_mid_job_completes_exactly_once(alice, redis_client, job_worker, settings, monkeypatch):
+    # given two workers (default + maintenance queues), the scheduler loop (the runs sweep only), and a job running
+    # on one worker
     settings.RUNS_SCHEDULER_TICK_S = 0.5
+    monkeypatch.setattr(scheduler, "SCHEDULE", {"runs_sweep": scheduler.load_schedule()["runs_sweep"]})
     job_worker("default", "maintenance")
     job_worker("default", "maintenance")
     stop = threading.Event()
