@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.gateway",
     # -- apps added by capability work go below, one line each --
+    "apps.memory",
 ]
 
 MIDDLEWARE = [
@@ -235,3 +236,18 @@ if SENTRY_DSN := env.get("SENTRY_DSN"):
         integrations=[DjangoIntegration(), DramatiqIntegration()],
         send_default_pii=False,
     )
+
+# ------------------------------------------------------------------------------------------- memory
+# Embeddings for apps.memory (docs/memory.md). The backend is built lazily by apps.memory.embeddings.
+EMBEDDING_BACKEND = env.get_str("EMBEDDING_BACKEND").lower()
+if EMBEDDING_BACKEND not in {"local", "openai", "none"}:
+    raise ImproperlyConfigured(f"EMBEDDING_BACKEND={EMBEDDING_BACKEND!r}: use local, openai or none")
+EMBEDDING_MODEL = env.get("EMBEDDING_MODEL") or ""
+EMBEDDING_URL = env.get("EMBEDDING_URL") or ""
+EMBEDDING_API_KEY = env.get("EMBEDDING_API_KEY") or ""
+EMBEDDING_DIMENSIONS = env.get_int("EMBEDDING_DIMENSIONS")
+EMBEDDING_BATCH_SIZE = env.get_int("EMBEDDING_BATCH_SIZE")
+EMBEDDING_TIMEOUT_S = float(env.get_str("EMBEDDING_TIMEOUT_S"))
+MEMORY_MAX_CONTENT_CHARS = env.get_int("MEMORY_MAX_CONTENT_CHARS")
+MEMORY_MAX_ITEMS_PER_STORE = env.get_int("MEMORY_MAX_ITEMS_PER_STORE")
+MEMORY_HNSW_EF_SEARCH = env.get_int("MEMORY_HNSW_EF_SEARCH")
