@@ -9,8 +9,17 @@ class MemoryAdmin(admin.ModelAdmin):
     list_filter = ("embedding_state", "kind")
     search_fields = ("namespace", "content", "key")
     readonly_fields = (
-        "id", "content_hash", "ingested_at", "embedding_model", "embedding_error", "embedding_attempts",
-        "superseded_by", "superseded_at", "supersede_reason", "expired_at", "source",
+        "id",
+        "content_hash",
+        "ingested_at",
+        "embedding_model",
+        "embedding_error",
+        "embedding_attempts",
+        "superseded_by",
+        "superseded_at",
+        "supersede_reason",
+        "expired_at",
+        "source",
     )
     exclude = ("embedding",)
 

@@ -50,9 +50,7 @@ class Memory(models.Model):
     content_hash = models.CharField(max_length=64, editable=False)
 
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
-    embedding_state = models.CharField(
-        max_length=16, choices=EmbeddingState.choices, default=EmbeddingState.PENDING
-    )
+    embedding_state = models.CharField(max_length=16, choices=EmbeddingState.choices, default=EmbeddingState.PENDING)
     embedding_model = models.CharField(max_length=200, blank=True, default="")
     embedding_error = models.TextField(blank=True, default="")
     embedding_attempts = models.PositiveIntegerField(default=0)
@@ -105,9 +103,7 @@ class MemoryNamespaceGrant(models.Model):
                 condition=(Q(principal_id="") & ~Q(role="")) | (~Q(principal_id="") & Q(role="")),
                 name="memory_grant_principal_xor_role",
             ),
-            models.UniqueConstraint(
-                fields=["namespace", "principal_id", "role"], name="memory_grant_unique"
-            ),
+            models.UniqueConstraint(fields=["namespace", "principal_id", "role"], name="memory_grant_unique"),
         ]
         indexes = [models.Index(fields=["namespace"], name="memory_grant_namespace")]
 

@@ -161,7 +161,9 @@ def _vector_candidates(filters: MemoryFilters, query_vector: list[float], limit:
         f"WHERE {where} AND m.embedding IS NOT NULL ORDER BY distance LIMIT %s"
     )
     with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(max(settings.MEMORY_HNSW_EF_SEARCH, limit))])
+        cursor.execute(
+            "SELECT set_config('hnsw.ef_search', %s, true)", [str(max(settings.MEMORY_HNSW_EF_SEARCH, limit))]
+        )
         cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         cursor.execute(sql, [vector_literal(query_vector), *params, limit])
         rows = cursor.fetchall()
@@ -248,9 +250,7 @@ def memory_search(
             hit.memory = rows[memory_id]
             hit.score = round(hit.score, 6)
             hits.append(hit)
-    return SearchResult(
-        hits=hits, mode=effective, degraded=degraded, pending_embeddings=pending, timings_ms=timings
-    )
+    return SearchResult(hits=hits, mode=effective, degraded=degraded, pending_embeddings=pending, timings_ms=timings)
 
 
 # ----------------------------------------------------------------------------------------- timeline

@@ -229,9 +229,7 @@ def memory_reembed_reset(*, everything: bool = False, namespace: str | None = No
         qs = qs.filter(namespace=namespace)
     if not everything:
         qs = qs.filter(~Q(embedding_model=embeddings.model_id(embedder)) | ~Q(embedding_state=EmbeddingState.READY))
-    return qs.update(
-        embedding=None, embedding_state=EmbeddingState.PENDING, embedding_error="", embedding_attempts=0
-    )
+    return qs.update(embedding=None, embedding_state=EmbeddingState.PENDING, embedding_error="", embedding_attempts=0)
 
 
 # ---------------------------------------------------------------------------------------- compaction

@@ -150,8 +150,11 @@ def memory_store(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         raise ToolError("invalid_argument", exc.message, data={"field": exc.field}) from None
     embedder = embeddings.backend()
     if isinstance(embedder, embeddings.DisabledBackend):
-        embedding = {"state": "unavailable", "detail": f"{embedder.reason}; stored memories stay pending and are "
-                     "found by words until a backend embeds them (manage.py reembed)"}
+        embedding = {
+            "state": "unavailable",
+            "detail": f"{embedder.reason}; stored memories stay pending and are "
+            "found by words until a backend embeds them (manage.py reembed)",
+        }
     else:
         embedding = {"state": "queued", "backend": embeddings.model_id(embedder)}
     return {

@@ -19,17 +19,23 @@ def test_compaction_merges_near_duplicates_and_keeps_provenance(alice, embed_now
         alice,
         {
             "items": [
-                {"content": "The production database password rotates every 90 days.",
-                 "event_time": "2026-01-01T00:00:00Z"},
-                {"content": "The production database password is rotated every 90 days.",
-                 "event_time": "2026-02-01T00:00:00Z"},
+                {
+                    "content": "The production database password rotates every 90 days.",
+                    "event_time": "2026-01-01T00:00:00Z",
+                },
+                {
+                    "content": "The production database password is rotated every 90 days.",
+                    "event_time": "2026-02-01T00:00:00Z",
+                },
                 {"content": "Lunch is served at noon in the cafeteria."},
             ]
         },
     )
     embed_now()
-    older, newer = (Memory.objects.get(content__startswith=p) for p in (
-        "The production database password rotates", "The production database password is rotated"))
+    older, newer = (
+        Memory.objects.get(content__startswith=p)
+        for p in ("The production database password rotates", "The production database password is rotated")
+    )
     # when a dry run reports, then the real run compacts
     plan = memory_compact(alice, {"similarity_threshold": 0.9, "dry_run": True})
     unchanged = Memory.objects.filter(superseded_by__isnull=False).count()
@@ -61,9 +67,24 @@ def test_compaction_supersedes_stale_facts_by_key(alice):
         alice,
         {
             "items": [
-                {"content": "Alice lives in Lisbon.", "kind": "fact", "key": "alice.city", "event_time": "2024-01-01T00:00:00Z"},
-                {"content": "Alice lives in Berlin.", "kind": "fact", "key": "alice.city", "event_time": "2026-01-01T00:00:00Z"},
-                {"content": "Alice lives in Porto.", "kind": "fact", "key": "alice.city", "event_time": "2025-01-01T00:00:00Z"},
+                {
+                    "content": "Alice lives in Lisbon.",
+                    "kind": "fact",
+                    "key": "alice.city",
+                    "event_time": "2024-01-01T00:00:00Z",
+                },
+                {
+                    "content": "Alice lives in Berlin.",
+                    "kind": "fact",
+                    "key": "alice.city",
+                    "event_time": "2026-01-01T00:00:00Z",
+                },
+                {
+                    "content": "Alice lives in Porto.",
+                    "kind": "fact",
+                    "key": "alice.city",
+                    "event_time": "2025-01-01T00:00:00Z",
+                },
                 {"content": "Alice works at Acme.", "kind": "fact", "key": "alice.employer"},
             ]
         },
@@ -93,8 +114,10 @@ def test_compaction_supersedes_stale_facts_by_key(alice):
 
 def test_compaction_expires_ttl_items_without_deleting(alice):
     # given a memory whose TTL has passed and one still alive
-    result = memory_store(alice, {"items": [{"content": "Temporary door code 1234.", "ttl_seconds": 3600},
-                                            {"content": "Permanent note."}]})
+    result = memory_store(
+        alice,
+        {"items": [{"content": "Temporary door code 1234.", "ttl_seconds": 3600}, {"content": "Permanent note."}]},
+    )
     expired_id = result["items"][0]["id"]
     Memory.objects.filter(pk=expired_id).update(expires_at=timezone.now() - timedelta(seconds=1))
     # when

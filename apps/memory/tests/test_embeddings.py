@@ -169,8 +169,15 @@ def test_memory_worker_embeds_after_store(alice, redis_client, start_worker):
     # given a real worker on the memory queue
     start_worker("memory", db_name=connection.settings_dict["NAME"])
     # when memories are stored (the actor is enqueued after commit)
-    stored = memory_store(alice, {"items": [{"content": "The office wifi password changes monthly."},
-                                            {"content": "Parking is free after 6pm."}]})
+    stored = memory_store(
+        alice,
+        {
+            "items": [
+                {"content": "The office wifi password changes monthly."},
+                {"content": "Parking is free after 6pm."},
+            ]
+        },
+    )
     ids = [item["id"] for item in stored["items"]]
     # then the worker embeds them with the local model and search finds one by meaning
     wait_for(lambda: Memory.objects.filter(pk__in=ids, embedding_state="ready").count() == 2, timeout=90)

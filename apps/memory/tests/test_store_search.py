@@ -62,7 +62,9 @@ def test_exact_duplicates_are_not_stored_twice(alice, bob):
     # given a memory already stored
     first = _store(alice, [FACTS[0]])
     # when the same content is stored again (twice in one call, once padded with spaces)
-    again = memory_store(alice, {"items": [{"content": FACTS[0]}, {"content": f"  {FACTS[0]} "}, {"content": FACTS[1]}]})
+    again = memory_store(
+        alice, {"items": [{"content": FACTS[0]}, {"content": f"  {FACTS[0]} "}, {"content": FACTS[1]}]}
+    )
     other_namespace = _store(bob, [FACTS[0]])
     # then the existing id comes back, and another namespace keeps its own copy
     original = first["items"][0]["id"]
@@ -79,12 +81,24 @@ def test_search_filters_kinds_metadata_and_event_time(alice, embed_now):
         alice,
         {
             "items": [
-                {"content": "Deploys happen on Tuesdays.", "kind": "fact", "metadata": {"team": "ops"},
-                 "event_time": "2026-01-10T09:00:00Z"},
-                {"content": "Deploys used to happen on Fridays.", "kind": "fact", "metadata": {"team": "ops"},
-                 "event_time": "2025-06-01T09:00:00Z"},
-                {"content": "I like deploys to be boring.", "kind": "preference", "metadata": {"team": "dev"},
-                 "event_time": "2026-02-01T09:00:00Z"},
+                {
+                    "content": "Deploys happen on Tuesdays.",
+                    "kind": "fact",
+                    "metadata": {"team": "ops"},
+                    "event_time": "2026-01-10T09:00:00Z",
+                },
+                {
+                    "content": "Deploys used to happen on Fridays.",
+                    "kind": "fact",
+                    "metadata": {"team": "ops"},
+                    "event_time": "2025-06-01T09:00:00Z",
+                },
+                {
+                    "content": "I like deploys to be boring.",
+                    "kind": "preference",
+                    "metadata": {"team": "dev"},
+                    "event_time": "2026-02-01T09:00:00Z",
+                },
             ]
         },
     )
@@ -95,7 +109,10 @@ def test_search_filters_kinds_metadata_and_event_time(alice, embed_now):
 
     # then every filter narrows the hits
     assert contents(kinds=["preference"]) == ["I like deploys to be boring."]
-    assert set(contents(metadata={"team": "ops"})) == {"Deploys happen on Tuesdays.", "Deploys used to happen on Fridays."}
+    assert set(contents(metadata={"team": "ops"})) == {
+        "Deploys happen on Tuesdays.",
+        "Deploys used to happen on Fridays.",
+    }
     assert set(contents(event_after="2026-01-01T00:00:00Z")) == {
         "Deploys happen on Tuesdays.",
         "I like deploys to be boring.",

@@ -66,4 +66,3 @@ class Command(BaseCommand):
             self.stdout.flush()
         self.stdout.write(_bar(done, total, started))
         self.stdout.write(self.style.SUCCESS(f"done: {done - failed} embedded, {failed} failed"))
-
