@@ -128,7 +128,9 @@ class LocalBackend:
         if not texts:
             return []
         model = self._model()
-        array = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True)
+        array = model.encode(
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
         return _check_dimensions([[float(x) for x in row] for row in array], model=self.model_id)
 
 

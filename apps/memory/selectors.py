@@ -4,7 +4,8 @@ Search fuses two ranked candidate lists with reciprocal rank fusion (RRF, k=60):
 - vector: cosine distance on the HNSW index (`SET LOCAL hnsw.ef_search` / `hnsw.iterative_scan` inside the
   selector's transaction, so filtered searches still fill `top_k`);
 - text: the generated `tsvector` (GIN) against an OR of the query's lexemes, ranked by `ts_rank_cd` (a memory
-  that shares any word is a candidate, like BM25; one that shares more ranks higher).
+  that shares any word is a candidate, like BM25; one that shares more ranks higher). In hybrid mode only text
+  hits holding at least half of the query's lexemes are fused (the rest is noise next to the vector list).
 When embeddings are unavailable the search answers from text alone and says so (`degraded`).
 """
 
@@ -29,6 +30,7 @@ from apps.memory import embeddings
 from apps.memory.models import TEXT_SEARCH_CONFIG, EmbeddingState, Memory, MemoryNamespaceGrant
 
 RRF_K = 60
+MIN_TEXT_COVERAGE = 0.5
 Mode = Literal["hybrid", "vector", "text"]
 
 
@@ -138,6 +140,7 @@ class SearchHit:
     similarity: float | None = None
     text_rank: int | None = None
     text_score: float | None = None
+    text_coverage: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -154,7 +157,9 @@ def vector_literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(repr(float(x)) for x in vector) + "]"
 
 
-def _vector_candidates(filters: MemoryFilters, query_vector: list[float], limit: int, min_similarity: float | None):
+def _vector_candidates(
+    filters: MemoryFilters, query_vector: list[float], limit: int, min_similarity: float | None
+) -> list[tuple[Any, float]]:
     where, params = filters.sql()
     sql = (
         f"SELECT m.id, m.embedding <=> %s::vector AS distance FROM memory_memory m "  # noqa: S608 - clauses are ours
@@ -174,17 +179,21 @@ def _vector_candidates(filters: MemoryFilters, query_vector: list[float], limit:
     return ranked
 
 
-def _text_candidates(filters: MemoryFilters, query: str, limit: int) -> list[tuple[Any, float]]:
+def _text_candidates(filters: MemoryFilters, query: str, limit: int) -> list[tuple[Any, float, float]]:
+    """(id, ts_rank_cd, coverage): coverage is the share of the query's lexemes the memory contains."""
     where, params = filters.sql()
     # plainto_tsquery ANDs the lexemes; an OR lets a memory that shares some of the words be found (BM25-like).
     sql = (
-        "SELECT m.id, ts_rank_cd(m.search_vector, q.query, 32) AS rank FROM memory_memory m, "  # noqa: S608
-        "(SELECT replace(plainto_tsquery(%s::regconfig, %s)::text, '&', '|')::tsquery AS query) q "
+        "SELECT m.id, ts_rank_cd(m.search_vector, q.query, 32) AS rank, "  # noqa: S608 - clauses are ours
+        "(SELECT count(*) FROM unnest(tsvector_to_array(m.search_vector)) AS lexeme WHERE lexeme = ANY(q.lexemes))"
+        "::float / greatest(cardinality(q.lexemes), 1) AS coverage "
+        "FROM memory_memory m, (SELECT replace(plainto_tsquery(%s::regconfig, %s)::text, '&', '|')::tsquery AS query, "
+        "tsvector_to_array(to_tsvector(%s::regconfig, %s)) AS lexemes) q "
         f"WHERE {where} AND m.search_vector @@ q.query ORDER BY rank DESC, m.event_time DESC LIMIT %s"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [TEXT_SEARCH_CONFIG, query, *params, limit])
-        return [(row[0], float(row[1])) for row in cursor.fetchall()]
+        cursor.execute(sql, [TEXT_SEARCH_CONFIG, query, TEXT_SEARCH_CONFIG, query, *params, limit])
+        return [(row[0], float(row[1]), float(row[2])) for row in cursor.fetchall()]
 
 
 def memory_search(
@@ -238,10 +247,14 @@ def memory_search(
         hit = fused.setdefault(memory_id, SearchHit(memory=None, score=0.0))  # type: ignore[arg-type]
         hit.score += 1.0 / (RRF_K + rank)
         hit.vector_rank, hit.similarity = rank, round(similarity, 4)
-    for rank, (memory_id, text_score) in enumerate(text_ranked, start=1):
+    if effective == "hybrid":
+        # A memory sharing one common word with a long question is noise next to the vector list: in hybrid mode
+        # a text hit counts when it holds at least half of the query's words (measured: benchmarks/memory).
+        text_ranked = [item for item in text_ranked if item[2] >= MIN_TEXT_COVERAGE]
+    for rank, (memory_id, text_score, coverage) in enumerate(text_ranked, start=1):
         hit = fused.setdefault(memory_id, SearchHit(memory=None, score=0.0))  # type: ignore[arg-type]
         hit.score += 1.0 / (RRF_K + rank)
-        hit.text_rank, hit.text_score = rank, round(text_score, 4)
+        hit.text_rank, hit.text_score, hit.text_coverage = rank, round(text_score, 4), round(coverage, 3)
     best = sorted(fused.items(), key=lambda item: (-item[1].score, item[1].vector_rank or 10**6))[:top_k]
     rows = Memory.objects.in_bulk([memory_id for memory_id, _ in best])
     hits = []

@@ -181,7 +181,7 @@ def memory_store(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     title="Search memories",
     description="Hybrid search (meaning + words, fused by reciprocal rank) in a namespace, with filters (kinds, "
     "metadata, event-time range, superseded). Each hit carries its scores: rrf, vector similarity/rank, text "
-    "score/rank. Without embeddings it answers from words alone and says so in `degraded`.",
+    "score/rank/coverage (share of the query's words it holds). Without embeddings it answers from words alone and says so in `degraded`.",
     input_schema={
         "type": "object",
         "properties": {
@@ -227,6 +227,7 @@ def memory_search(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
                     "vector_rank": hit.vector_rank,
                     "text_score": hit.text_score,
                     "text_rank": hit.text_rank,
+                    "text_coverage": hit.text_coverage,
                 },
             }
             for hit in result.hits
