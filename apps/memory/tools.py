@@ -181,7 +181,8 @@ def memory_store(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     title="Search memories",
     description="Hybrid search (meaning + words, fused by reciprocal rank) in a namespace, with filters (kinds, "
     "metadata, event-time range, superseded). Each hit carries its scores: rrf, vector similarity/rank, text "
-    "score/rank/coverage (share of the query's words it holds). Without embeddings it answers from words alone and says so in `degraded`.",
+    "score/rank/coverage (share of the query's words it holds). Without embeddings it answers from words alone "
+    "and says so in `degraded`.",
     input_schema={
         "type": "object",
         "properties": {
