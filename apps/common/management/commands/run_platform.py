@@ -100,7 +100,7 @@ class Command(BaseCommand):
         done, _ = await asyncio.wait([stopper, *exited], return_when=asyncio.FIRST_COMPLETED)
         code = 0
         if stopper not in done:
-            name, returncode = next(t.result() for t in done if t is not stopper)
+            name, returncode = next(t.result() for t in exited if t in done)
             self.stderr.write(f"mcpplat: {name} exited with {returncode}; stopping the platform")
             code = 1
         await self._terminate(children)

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.messages import get_messages
+from django_otp import DEVICE_ID_SESSION_KEY
+
+from apps.accounts.models import ApiToken, Role
+from apps.accounts.otp import otp_device_create
+from apps.accounts.services import api_token_create, service_account_ensure
+from apps.accounts.tests.conftest import authenticate_sync, bearer
+
+
+@pytest.fixture
+def staff_client(client, roles, django_user_model):
+    """A superuser logged in with a verified OTP device (what OTPAdminSite requires)."""
+    user = django_user_model.objects.create_superuser("boss", "boss@example.com", "a-long-password-1")
+    otp_device_create(user=user, totp=True)
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = user.totpdevice_set.get().persistent_id
+    session.save()
+    return client
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/accounts/role/",
+        "/admin/accounts/rolebinding/",
+        "/admin/accounts/serviceaccount/",
+        "/admin/accounts/apitoken/",
+        "/admin/accounts/apitoken/?status=usable",
+        "/admin/accounts/apitoken/add/",
+        "/admin/audit/auditevent/",
+        "/admin/audit/auditdigest/",
+    ],
+)
+def test_admin_screens_open(staff_client, path):
+    service_account_ensure(name="bot", roles=["agent"])
+    assert staff_client.get(path).status_code == 200
+
+
+def test_a_role_page_shows_its_grants_as_rows(staff_client):
+    agent = Role.objects.get(name="agent")
+    body = staff_client.get(f"/admin/accounts/role/{agent.pk}/change/").content.decode()
+    assert 'value="task.*"' in body
+    assert 'value="sandbox.create"' in body  # its per-tool limit
+
+
+def test_adding_a_token_shows_it_once_and_it_works(staff_client):
+    # given a service account
+    bot = service_account_ensure(name="bot", roles=["agent"])
+    # when staff add a token in the admin
+    response = staff_client.post(
+        "/admin/accounts/apitoken/add/",
+        {"name": "from admin", "service_account": bot.pk, "user": "", "expires_in_days": "30"},
+        follow=True,
+    )
+    # then the page shows the token once, and that token authenticates the account
+    shown = [str(m) for m in get_messages(response.wsgi_request)] or [response.content.decode()]
+    text = " ".join(shown)
+    start = text.index("mcpp_")
+    value = text[start : text.index("<", start)]
+    assert authenticate_sync(bearer(value)).id == f"service:{bot.pk}"
+    assert ApiToken.objects.get(service_account=bot).expires_at is not None
+
+
+def test_the_revoke_action_revokes(staff_client):
+    bot = service_account_ensure(name="bot", roles=["agent"])
+    issued = api_token_create(name="x", service_account=bot)
+    staff_client.post("/admin/accounts/apitoken/", {"action": "revoke", "_selected_action": [issued.token.pk]})
+    assert ApiToken.objects.get(pk=issued.token.pk).revoked_at is not None
