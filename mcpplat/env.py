@@ -197,6 +197,13 @@ VARIABLES: tuple[Var, ...] = (
         False,
     ),
     Var("EMBEDDING_BATCH_SIZE", "64", "Texts per embedding call in the memory worker and `reembed`.", False),
+    Var(
+        "EMBEDDING_THREADS",
+        "1",
+        "CPU threads torch uses for the `local` model per process (0: torch's default). More helps a dedicated "
+        "memory worker's batches; 1 keeps query latency steady on a shared host.",
+        False,
+    ),
     Var("EMBEDDING_TIMEOUT_S", "10", "Timeout (seconds) of one call to `EMBEDDING_URL`.", False),
     Var("MEMORY_MAX_CONTENT_CHARS", "8000", "Largest memory content accepted by `memory.store` (characters).", False),
     Var("MEMORY_MAX_ITEMS_PER_STORE", "100", "Most items one `memory.store` call may carry.", False),

