@@ -18,6 +18,8 @@ _NAMESPACE = {
     "maxLength": 200,
     "description": "Namespace to act on. Default: your own (named after your principal id). Shared ones need a grant.",
 }
+_READ_ONLY = Annotations(read_only=True, destructive=False, idempotent=True, open_world=False)
+_WRITES = Annotations(read_only=False, destructive=False, idempotent=True, open_world=False)
 _DATE_TIME = {"type": "string", "format": "date-time", "description": "ISO 8601 with a timezone"}
 _FILTERS: dict[str, Any] = {
     "namespace": _NAMESPACE,
@@ -121,7 +123,7 @@ STORE_INPUT = {
     "Returns ids at once: searchable by words immediately, by meaning once embedded. Exact duplicates in a "
     "namespace are not stored twice (the existing id is returned with status 'duplicate').",
     input_schema=STORE_INPUT,
-    annotations=Annotations(read_only=False, destructive=False, idempotent=True, open_world=False),
+    annotations=_WRITES,
 )
 def memory_store(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     namespace = _namespace(ctx, args, write=True)
@@ -200,7 +202,7 @@ def memory_store(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         "required": ["query"],
         "additionalProperties": False,
     },
-    annotations=Annotations(read_only=True, destructive=False, idempotent=True, open_world=False),
+    annotations=_READ_ONLY,
 )
 def memory_search(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     filters = _filters(ctx, args)
@@ -257,7 +259,7 @@ def memory_search(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         },
         "additionalProperties": False,
     },
-    annotations=Annotations(read_only=True, destructive=False, idempotent=True, open_world=False),
+    annotations=_READ_ONLY,
 )
 def memory_timeline(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     filters = _filters(ctx, args)
@@ -302,7 +304,7 @@ def memory_timeline(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         },
         "additionalProperties": False,
     },
-    annotations=Annotations(read_only=False, destructive=False, idempotent=True, open_world=False),
+    annotations=_WRITES,
     execution="queued",
     queue="memory",
     timeout_s=1800.0,
