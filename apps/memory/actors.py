@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import dramatiq
 
-from apps.memory import services
+from apps.memory import embeddings, services
+
+logger = logging.getLogger(__name__)
 
 
 @dramatiq.actor(queue_name="memory", max_retries=8, min_backoff=2_000, max_backoff=300_000, time_limit=600_000)
@@ -12,9 +16,15 @@ def memory_embed_pending() -> None:
     """Embed every pending memory, in batches. Many stores → many messages; later ones find nothing to do.
 
     An unavailable backend raises `EmbeddingUnavailable`, so Dramatiq retries with backoff while the memories
-    stay pending (searchable by words).
+    stay pending (searchable by words). A permanent error (wrong dimensions) has already marked its batch failed
+    with the reason: retrying cannot help, so it is logged and the message ends.
     """
-    services.memory_embed_pending()
+    try:
+        services.memory_embed_pending()
+    except embeddings.EmbeddingError as exc:
+        if exc.retryable:
+            raise
+        logger.error("memory embedding stopped: %s", exc)
 
 
 @dramatiq.actor(queue_name="memory", max_retries=0, time_limit=1_800_000)
