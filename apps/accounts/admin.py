@@ -10,7 +10,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.auth.models import User
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
@@ -292,3 +293,38 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for token in queryset.select_related("user", "service_account"):
             if token.revoked_at is None:
                 _show_once(request, api_token_rotate(token=token, by=_staff(request)))
+
+
+# ------------------------------------------------------------- users and groups: their roles and tokens inline
+
+
+class UserRoleBindingInline(admin.TabularInline):
+    model = RoleBinding
+    fk_name = "user"
+    extra = 0
+    fields = ["role", "created_at"]
+    readonly_fields = ["created_at"]
+    verbose_name_plural = "roles"
+
+
+class GroupRoleBindingInline(UserRoleBindingInline):
+    fk_name = "group"
+
+
+class UserApiTokenInline(ApiTokenReadOnlyInline):
+    fk_name = "user"
+
+
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class PlatformUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, UserRoleBindingInline, UserApiTokenInline]
+    list_filter = [*UserAdmin.list_filter, "role_bindings__role"]
+
+
+@admin.register(Group)
+class PlatformGroupAdmin(GroupAdmin):
+    inlines = [*GroupAdmin.inlines, GroupRoleBindingInline]

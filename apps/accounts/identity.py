@@ -1,7 +1,9 @@
 """Who is calling: turn request headers into a Principal, or refuse with the right status and challenge.
 
 Order: a bearer credential (API token `mcpp_…` or an OAuth 2.1 JWT) when one is sent; otherwise Tailnet identity
-headers, believed only from `TAILNET_TRUSTED_PROXIES`. A verified credential is reused for `TOKEN_CACHE_SECONDS`
+headers, believed only from `TAILNET_TRUSTED_PROXIES`; otherwise, for a peer connecting from a tailnet address,
+tailscaled's LocalAPI `whois` (when `TAILSCALE_LOCALAPI_SOCKET` is set). Tailnet logins must match
+`TAILNET_ALLOWED_LOGINS` and a platform user. A verified credential is reused for `TOKEN_CACHE_SECONDS`
 without touching the database (the gateway's hot path), so a revocation takes effect within that time.
 """
 
@@ -15,11 +17,12 @@ import logging
 import re
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 import jwt
 from asgiref.sync import sync_to_async
@@ -122,6 +125,31 @@ def _remember(key: str, principal: Principal, ttl: float) -> None:
     _cache[key] = (time.monotonic() + ttl, principal)
 
 
+_inflight: dict[str, asyncio.Task[Principal]] = {}
+
+
+async def _verify_once(key: str, verify: Callable[[], Awaitable[tuple[Principal, float]]]) -> Principal:
+    """Verify a credential and cache the result; concurrent requests with the same credential share one
+    verification (when a popular token's cache entry lapses, the database sees one query, not one per request)."""
+    loop = asyncio.get_running_loop()
+    pending = _inflight.get(key)
+    if pending is not None and pending.get_loop() is loop:
+        return await asyncio.shield(pending)
+
+    async def run() -> Principal:
+        principal, ttl = await verify()
+        _remember(key, principal, ttl)
+        return principal
+
+    task = loop.create_task(run())
+    _inflight[key] = task
+    try:
+        return await asyncio.shield(task)
+    finally:
+        if _inflight.get(key) is task:
+            del _inflight[key]
+
+
 # -------------------------------------------------------------------------------------- entry point
 
 
@@ -139,16 +167,15 @@ async def authenticate(headers: Mapping[str, str], *, client_host: str | None) -
                 "the Authorization header must be 'Bearer <token>' (an mcpp_ API token or an OAuth access token)"
             )
         if credential.startswith(tokens.PREFIX):
-            principal, ttl = await sync_to_async(_api_token_principal)(credential)
-        elif credential.count(".") == 2:
-            principal, ttl = await _jwt_principal(credential)
-        else:
-            raise unauthorized("the bearer token is neither an mcpplat API token (mcpp_…) nor a JWT")
-        _remember(authorization, principal, ttl)
-        return principal
+            return await _verify_once(authorization, lambda: sync_to_async(_api_token_principal)(credential))
+        if credential.count(".") == 2:
+            return await _verify_once(authorization, lambda: _jwt_principal(credential))
+        raise unauthorized("the bearer token is neither an mcpplat API token (mcpp_…) nor a JWT")
     login = headers.get("tailscale-user-login")
     if login is not None:
         return await _tailnet_principal(login, client_host)
+    if settings.TAILSCALE_LOCALAPI_SOCKET and client_host and is_tailnet_address(client_host):
+        return await _whois_principal(client_host)
     raise unauthorized(
         "authentication required: send 'Authorization: Bearer <token>' (create one with "
         "`manage.py create_api_token` or in the admin)",
@@ -353,8 +380,11 @@ async def _tailnet_principal(login: str, client_host: str | None) -> Principal:
             f"{client_host or 'this client'} is not one: send an Authorization bearer token instead",
             code="unauthorized",
         )
-    login = login.strip().lower()
-    key = f"tailnet:{login}"
+    return await _tailnet_login_principal(login.strip().lower())
+
+
+async def _tailnet_login_principal(login: str, *, cache_key: str | None = None) -> Principal:
+    key = cache_key or f"tailnet:{login}"
     hit = _cache.get(key)
     if hit is not None and hit[0] > time.monotonic():
         return hit[1]
@@ -370,3 +400,72 @@ def _tailnet_user_principal(login: str) -> Principal:
     if user is None or not user.is_active:
         raise forbidden(f"no active platform user has the email or username {login} (Tailnet login): ask an admin")
     return principal_for_user(user, identity_source="tailnet", credential_id=f"tailnet:{login}")
+
+
+# Tailscale assigns node addresses from these ranges; only they are worth asking tailscaled about.
+_TAILNET_RANGES = (ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("fd7a:115c:a1e0::/48"))
+
+
+def is_tailnet_address(client_host: str | None) -> bool:
+    try:
+        address = ipaddress.ip_address(client_host or "")
+    except ValueError:
+        return False
+    return any(address in network for network in _TAILNET_RANGES)
+
+
+async def _whois_principal(client_host: str) -> Principal:
+    """A direct Tailnet peer (the gateway listens on the tailnet): ask the local tailscaled who it is."""
+    key = f"whois:{client_host}"
+    hit = _cache.get(key)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    try:
+        found = await tailscale_whois(settings.TAILSCALE_LOCALAPI_SOCKET, client_host)
+    except (OSError, ValueError, TimeoutError) as exc:
+        log.error("tailscaled LocalAPI whois failed: %s", exc)
+        raise unauthorized(
+            f"cannot ask tailscaled who {client_host} is ({exc}); send an Authorization bearer token instead",
+            code="unauthorized",
+        ) from None
+    login = str(((found or {}).get("UserProfile") or {}).get("LoginName") or "").lower()
+    if not login or login == "tagged-devices":
+        raise unauthorized(
+            f"tailscaled knows no user for {client_host} (tagged or unknown node): send a bearer token",
+            code="unauthorized",
+        )
+    return await _tailnet_login_principal(login, cache_key=key)
+
+
+async def _read_to_eof(reader: asyncio.StreamReader, *, limit: int) -> bytes:
+    """The whole HTTP/1.0 answer: headers and body can arrive in separate reads (seen under load)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await reader.read(65536):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"tailscaled's answer is over {limit} bytes")
+    return b"".join(chunks)
+
+
+async def tailscale_whois(socket_path: str, address: str, *, timeout: float = 2.0) -> dict[str, Any] | None:
+    """GET /localapi/v0/whois on tailscaled's unix socket; None when it does not know the address."""
+    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(socket_path), timeout)
+    try:
+        writer.write(
+            f"GET /localapi/v0/whois?addr={quote(address)} HTTP/1.0\r\nHost: local-tailscaled.sock\r\n\r\n".encode()
+        )
+        await writer.drain()
+        raw = await asyncio.wait_for(_read_to_eof(reader, limit=1 << 20), timeout)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+    if status == 404:
+        return None
+    if status != 200:
+        raise ValueError(f"tailscaled answered HTTP {status or '?'}")
+    document = json.loads(body)
+    return document if isinstance(document, dict) else None

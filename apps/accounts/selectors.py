@@ -13,6 +13,7 @@ from apps.accounts.models import ApiToken, Role, RoleBinding, ServiceAccount
 from apps.accounts.principal import IdentitySource, Principal
 
 SUPERUSER_ROLE = "admin"  # a Django superuser always holds it, bound or not
+NO_ROLE_RATE_LIMIT = 60  # requests/minute for a caller with no role: enough to learn it may call nothing
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def role_set(names: Iterable[str]) -> RoleSet:
     """Union of the roles' grants; rate limits of the most generous role (None = unlimited wins)."""
     roles = list(Role.objects.filter(name__in=set(names)).prefetch_related("grants", "tool_limits"))
     if not roles:
-        return RoleSet(frozenset(), frozenset(), 0, ())
+        return RoleSet(frozenset(), frozenset(), NO_ROLE_RATE_LIMIT, ())
     grants = frozenset(g.pattern for r in roles for g in r.grants.all())
     general = (
         None if any(r.requests_per_minute is None for r in roles) else max(r.requests_per_minute or 0 for r in roles)

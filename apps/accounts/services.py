@@ -183,6 +183,12 @@ def first_contact_config(base_url: str) -> dict[str, Any]:
     admin = get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
     if admin is None:
         raise ValidationError("no active superuser yet: run `manage.py ensure_admin` first")
+    # Each `make run` prints a fresh token; earlier ones that no client ever used are revoked so they do not pile
+    # up, while a token an agent is already configured with keeps working.
+    for unused in ApiToken.objects.filter(
+        user=admin, name=FIRST_CONTACT_TOKEN_NAME, last_used_at__isnull=True, revoked_at__isnull=True
+    ):
+        api_token_revoke(token=unused)
     issued = api_token_create(name=FIRST_CONTACT_TOKEN_NAME, user=admin, expires_in=FIRST_CONTACT_TTL)
     return {
         "mcpServers": {

@@ -19,8 +19,6 @@ def protected_resource_metadata() -> dict[str, Any]:
     }
     if settings.OAUTH_REQUIRED_SCOPES:
         document["scopes_supported"] = list(settings.OAUTH_REQUIRED_SCOPES)
-    if settings.OAUTH_ALGORITHMS:
-        document["resource_signing_alg_values_supported"] = list(settings.OAUTH_ALGORITHMS)
     return document
 
 

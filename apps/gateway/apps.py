@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class GatewayConfig(AppConfig):
@@ -10,3 +11,6 @@ class GatewayConfig(AppConfig):
         from apps.gateway.registry import registry
 
         registry.autodiscover()
+        if settings.MCP_CONFORMANCE_FIXTURES:
+            # Only apps/gateway/conformance/settings.py sets this; the module refuses to load otherwise.
+            from apps.gateway.conformance import fixtures  # noqa: F401

@@ -241,6 +241,7 @@ OAUTH_USER_CLAIM = env.get_str("OAUTH_USER_CLAIM")
 OAUTH_DEFAULT_ROLE = env.get("OAUTH_DEFAULT_ROLE") or None
 TAILNET_TRUSTED_PROXIES = env.get_list("TAILNET_TRUSTED_PROXIES")
 TAILNET_ALLOWED_LOGINS = env.get_list("TAILNET_ALLOWED_LOGINS")
+TAILSCALE_LOCALAPI_SOCKET = env.get("TAILSCALE_LOCALAPI_SOCKET") or ""
 AUDIT_SIGNING_KEY = env.get("AUDIT_SIGNING_KEY") or ""  # empty: apps.audit derives one from SECRET_KEY
 AUDIT_BATCH_MAX = env.get_int("AUDIT_BATCH_MAX")
 AUDIT_BATCH_WAIT_MS = env.get_int("AUDIT_BATCH_WAIT_MS")
@@ -283,6 +284,21 @@ if SENTRY_DSN := env.get("SENTRY_DSN"):
         integrations=[DjangoIntegration(), DramatiqIntegration()],
         send_default_pii=False,
     )
+
+# --------------------------------------------------------------------------------- gateway (/mcp)
+MCP_ALLOWED_ORIGINS = env.get_list("MCP_ALLOWED_ORIGINS")
+MCP_CORS_ORIGINS = env.get_list("MCP_CORS_ORIGINS")
+MCP_MAX_BODY_BYTES = env.get_int("MCP_MAX_BODY_BYTES")
+MCP_RATE_LIMIT_TOOL = env.get_str("MCP_RATE_LIMIT_TOOL")
+MCP_IDEMPOTENCY_TTL_S = env.get_int("MCP_IDEMPOTENCY_TTL_S")
+MCP_SESSION_TTL_S = env.get_int("MCP_SESSION_TTL_S")
+MCP_SSE_KEEPALIVE_S = env.get_int("MCP_SSE_KEEPALIVE_S")
+MCP_SSE_AFTER_MS = env.get_int("MCP_SSE_AFTER_MS")
+MCP_PAGE_SIZE = env.get_int("MCP_PAGE_SIZE")
+# Not env vars on purpose: code paths, switched only by a settings module (tests, the conformance profile).
+MCP_AUTHENTICATOR = "apps.accounts.identity"  # module providing `authenticate` and `AuthError`
+MCP_AUDIT_WRITER = "apps.audit.writer"  # module providing `audit_record` and `AuditRecord`
+MCP_CONFORMANCE_FIXTURES = False  # only apps/gateway/conformance/settings.py turns this on
 
 # ------------------------------------------------------------------------------------------- memory
 # Embeddings for apps.memory (docs/memory.md). The backend is built lazily by apps.memory.embeddings.

@@ -33,6 +33,8 @@ def staff_client(client, roles, django_user_model):
         "/admin/accounts/apitoken/add/",
         "/admin/audit/auditevent/",
         "/admin/audit/auditdigest/",
+        "/admin/auth/user/",
+        "/admin/auth/group/add/",
     ],
 )
 def test_admin_screens_open(staff_client, path):
@@ -70,3 +72,15 @@ def test_the_revoke_action_revokes(staff_client):
     issued = api_token_create(name="x", service_account=bot)
     staff_client.post("/admin/accounts/apitoken/", {"action": "revoke", "_selected_action": [issued.token.pk]})
     assert ApiToken.objects.get(pk=issued.token.pk).revoked_at is not None
+
+
+def test_a_user_page_lists_the_users_roles_and_tokens(staff_client, django_user_model):
+    from apps.accounts.services import role_bind
+
+    carol = django_user_model.objects.create_user("carol", "carol@example.com", "a-long-password-1")
+    role_bind(role="support", user=carol)
+    issued = api_token_create(name="carol laptop", user=carol)
+    body = staff_client.get(f"/admin/auth/user/{carol.pk}/change/").content.decode()
+    assert "carol laptop" in body
+    assert issued.token.prefix in body
+    assert "selected>support</option>" in body

@@ -163,3 +163,26 @@ def test_a_deactivated_service_account_cannot_authenticate(bot):
     bot.save(update_fields=["is_active"])
     with pytest.raises(AuthError, match="deactivated"):
         authenticate_sync(bearer(issued.value))
+
+
+def test_concurrent_first_uses_of_a_token_share_one_verification(bot, django_assert_num_queries):
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+
+    from apps.accounts.identity import authenticate
+
+    issued = api_token_create(name="ci", service_account=bot)
+
+    async def burst() -> set[int]:
+        principals = await asyncio.gather(
+            *(authenticate(bearer(issued.value), client_host="127.0.0.1") for _ in range(20))
+        )
+        return {id(p) for p in principals}
+
+    # when 20 requests with an uncached token arrive together
+    # (token, role names, roles, their grants, their limits, last_used_at: 6 queries for one verification)
+    with django_assert_num_queries(6):
+        identities = async_to_sync(burst)()
+    # then they all get the same principal from a single verification
+    assert len(identities) == 1

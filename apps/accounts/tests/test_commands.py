@@ -82,3 +82,32 @@ def test_audit_digest_command_signs_and_verifies(db, capsys):
     assert "signed audit head #" in capsys.readouterr().out
     call_command("audit_digest", "--verify")
     assert "audit digests ok" in capsys.readouterr().out
+
+
+def test_create_api_token_for_an_existing_user_binds_the_role_to_that_user(roles, django_user_model, capsys):
+    dave = django_user_model.objects.create_user("dave", "dave@example.com", "a-long-password-1")
+    call_command("create_api_token", "--user", "dave", "--role", "support")
+    principal = authenticate_sync(bearer(capsys.readouterr().out.strip()))
+    assert (principal.id, principal.roles) == (f"user:{dave.pk}", frozenset({"support"}))
+    assert not ServiceAccount.objects.filter(name="dave").exists()
+
+
+def test_first_contact_revokes_earlier_unused_tokens_but_keeps_used_ones(roles, django_user_model):
+    from django.utils import timezone
+
+    from apps.accounts.models import ApiToken
+    from apps.accounts.services import FIRST_CONTACT_TOKEN_NAME
+
+    # given two earlier `make run`s: one token an agent uses, one nobody used
+    django_user_model.objects.create_superuser("admin", "admin@localhost", "a-long-password-1")
+    first_contact_config("http://127.0.0.1:8000")
+    ApiToken.objects.filter(name=FIRST_CONTACT_TOKEN_NAME).update(last_used_at=timezone.now())
+    first_contact_config("http://127.0.0.1:8000")
+    # when the platform starts again
+    config = first_contact_config("http://127.0.0.1:8000")
+    # then the used token and the new one are live, the unused one is revoked
+    live = ApiToken.objects.filter(name=FIRST_CONTACT_TOKEN_NAME, revoked_at__isnull=True)
+    assert live.count() == 2
+    assert live.filter(last_used_at__isnull=False).count() == 1
+    assert ApiToken.objects.filter(name=FIRST_CONTACT_TOKEN_NAME, revoked_at__isnull=False).count() == 1
+    assert authenticate_sync({"authorization": config["mcpServers"]["mcpplat"]["headers"]["Authorization"]})

@@ -46,3 +46,10 @@ def test_anonymous_callers_get_no_principal_at_all(db):
     with pytest.raises(AuthError) as caught:
         authenticate_sync({})
     assert caught.value.status == 401
+
+
+def test_a_caller_without_roles_is_denied_by_grants_not_by_a_zero_rate_limit(roles):
+    account = service_account_ensure(name="nobody")
+    principal = authenticate_sync(bearer(api_token_create(name="x", service_account=account).value))
+    assert principal.grants == frozenset()
+    assert principal.rate_limit_for("platform.whoami") == 60

@@ -121,3 +121,8 @@ def test_the_periodic_actor_signs_the_head(db):
     events = _events(1)
     audit_digest.fn()
     assert AuditDigest.objects.latest().sequence == events[-1].sequence
+
+
+def test_event_pages_find_a_request_by_its_id(db):
+    events = _events(3)
+    assert [e.sequence for e in audit_event_page(request_id="v-1")][:1] == [events[1].sequence]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError
 
+from apps.accounts.services import first_contact_config
 from mcpplat import env
 from mcpplat.processes import Process, platform_processes
 
@@ -67,8 +69,10 @@ class Command(BaseCommand):
                     f"cannot reach PostgreSQL ({first}): check DATABASE_URL, or unset it for the embedded one"
                 ) from None
         call_command("ensure_admin")
-        base = f"http://{'[' + bind + ']' if ':' in bind else bind}:{port}"
-        self.stdout.write(f"mcpplat: MCP endpoint {base}/mcp · admin {base}/admin/ · readiness {base}/readyz")
+        public = settings.PUBLIC_BASE_URL
+        self.stdout.write(f"mcpplat: MCP endpoint {public}/mcp · admin {public}/admin/ · readiness {public}/readyz")
+        self.stdout.write("mcpplat: client configuration (mcp.json) with a fresh admin token, valid 30 days:")
+        self.stdout.write(json.dumps(first_contact_config(public), indent=2))
         code = asyncio.run(self._supervise(platform_processes(bind=bind, port=port)))
         if code:
             sys.exit(code)

@@ -1,0 +1,520 @@
+"""MCP methods, shared by both eras: the transport parses and authenticates, this module answers.
+
+`tools/call` runs the request pipeline: RBAC → argument validation → rate limit → idempotency → inline handler
+(or the job runtime for queued tools) → output validation. Every step that refuses says why and what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+import orjson
+
+from apps.gateway import errors, idempotency, ratelimit, sessions
+from apps.gateway.config import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, SERVER_INFO, Limit, config
+from apps.gateway.errors import RpcError
+from apps.gateway.registry import Tool, ToolContext, ToolError, registry
+from apps.gateway.selectors import tool_overrides
+
+logger = logging.getLogger("mcpplat.gateway")
+
+PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
+CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
+CLIENT_INFO_META = "io.modelcontextprotocol/clientInfo"
+LOG_LEVEL_META = "io.modelcontextprotocol/logLevel"
+SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
+IDEMPOTENCY_META = "io.mcpplat/idempotencyKey"
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+INSTRUCTIONS = (
+    "mcpplat: tools for browser automation, tasks, sandboxes, memory and durable runs. "
+    "Call platform.whoami to see who you are and which tools you may call."
+)
+LIST_TTL_MS = 60_000
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """A handler result that is not just structured data (images, audio, embedded resources, MRTR)."""
+
+    result: dict[str, Any]
+
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Call:
+    """One JSON-RPC request in flight, with what the pipeline learnt about it (the audit reads it)."""
+
+    era: str  # "legacy" | "modern"
+    protocol_version: str
+    request_id: Any
+    method: str
+    params: dict[str, Any]
+    headers: dict[str, str]
+    principal: Any
+    client_host: str | None
+    client_capabilities: dict[str, Any] = field(default_factory=dict)
+    session: sessions.Session | None = None
+    progress_token: Any = None
+    log_level: str | None = None
+    emit: Emit | None = None  # set when the response can stream (SSE)
+    cancel_event: asyncio.Event | None = None
+    trace_id: str = ""
+    # filled in by the pipeline, read by the audit
+    tool: str | None = None
+    outcome: str = "ok"
+    error_code: str | None = None
+    detail: str = ""
+    job_id: str | None = None
+    run_id: str | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        meta = self.params.get("_meta")
+        return meta if isinstance(meta, dict) else {}
+
+
+class GatewayToolContext(ToolContext):
+    """ToolContext for inline tools: progress and log notifications go to this request's SSE stream."""
+
+    def __init__(self, call: Call):
+        self.call = call
+        self.principal = call.principal
+        self.request_id = str(call.request_id)
+        self.run_id = call.run_id
+        self.job_id = None
+        self._last_progress: float | None = None
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        call = self.call
+        if call.progress_token is None or call.emit is None:
+            return
+        if self._last_progress is not None and progress <= self._last_progress:
+            raise ValueError(f"progress must increase: {progress} after {self._last_progress}")
+        self._last_progress = progress
+        params: dict[str, Any] = {"progressToken": call.progress_token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await call.emit({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
+
+    async def log(self, level: str, data: Any, logger_name: str | None = None) -> None:
+        call = self.call
+        wanted = call.log_level
+        if call.emit is None or wanted is None or LOG_LEVELS.index(level) < LOG_LEVELS.index(wanted):
+            return
+        params: dict[str, Any] = {"level": level, "data": data}
+        if logger_name:
+            params["logger"] = logger_name
+        await call.emit({"jsonrpc": "2.0", "method": "notifications/message", "params": params})
+
+    def cancelled(self) -> bool:
+        return self.call.cancel_event is not None and self.call.cancel_event.is_set()
+
+    async def request_client(self, method: str, params: dict[str, Any], timeout_s: float = 60.0) -> dict[str, Any]:
+        """Handshake wire only: a server-to-client request (sampling, elicitation, roots) on this call's stream."""
+        call = self.call
+        if call.era != "legacy" or call.emit is None or call.session is None:
+            raise ToolError("no_back_channel", f"{method} needs a handshake-era session and an SSE response stream")
+        rid = f"srv-{uuid.uuid4().hex}"
+        await call.emit({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+        reply = await sessions.reply_wait(call.session.id, rid, timeout_s)
+        if reply is None:
+            raise ToolError("timeout", f"the client did not answer {method} within {timeout_s:g} s")
+        if "error" in reply:
+            raise ToolError("client_error", f"the client refused {method}: {reply['error'].get('message')}")
+        return reply.get("result") or {}
+
+
+# ------------------------------------------------------------------------------------------ tool results
+
+
+def tool_error_result(code: str, message: str, **data: Any) -> dict[str, Any]:
+    return {
+        "content": [{"type": "text", "text": message}],
+        "structuredContent": {"error": {"code": code, "message": message, **data}},
+        "isError": True,
+    }
+
+
+def _success_result(structured: Any) -> dict[str, Any]:
+    return {
+        "content": [{"type": "text", "text": orjson.dumps(structured).decode()}],
+        "structuredContent": structured,
+        "isError": False,
+    }
+
+
+def _field_path(error: Any) -> str:
+    path = "/".join(str(p) for p in error.absolute_path)
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else ""
+        path = f"{path}/{missing}" if path else missing
+    elif error.validator == "additionalProperties" and "'" in error.message:
+        extra = error.message.split("'")[1]
+        path = f"{path}/{extra}" if path else extra
+    return path or "(arguments)"
+
+
+def invalid_arguments_result(tool: Tool, validation_errors: list[Any]) -> dict[str, Any]:
+    items = [
+        {"path": _field_path(e), "rule": str(e.validator), "message": e.message}
+        for e in sorted(validation_errors, key=lambda e: list(map(str, e.absolute_path)))
+    ]
+    summary = "; ".join(f"{i['path']}: {i['message']} (rule: {i['rule']})" for i in items[:5])
+    return tool_error_result(
+        "invalid_arguments",
+        f"Invalid arguments for {tool.name}: {summary}. Fix the named field(s) and call again.",
+        errors=items,
+    )
+
+
+# ------------------------------------------------------------------------------------------ tool listing
+
+_descriptions: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def describe_tool(tool: Tool, era: str, protocol_version: str) -> dict[str, Any]:
+    key = (tool.name, protocol_version)
+    found = _descriptions.get(key)
+    if found is None:
+        found = {
+            "name": tool.name,
+            "title": tool.title,
+            "description": tool.description,
+            "inputSchema": tool.input_schema,
+            "annotations": {"title": tool.title, **tool.annotations.as_mcp()},
+        }
+        if tool.output_schema is not None:
+            found["outputSchema"] = tool.output_schema
+        if protocol_version == "2025-11-25":
+            found["execution"] = {"taskSupport": tool.task_support}
+        _descriptions[key] = found
+    return found
+
+
+async def visible_tools(principal: Any) -> list[Tool]:
+    overrides = await tool_overrides()
+    fixtures = config().conformance
+    out = []
+    for tool in registry.all():
+        override = overrides.get(tool.name)
+        if override is not None and not override.enabled:
+            continue
+        if tool.name.startswith("test_") and not fixtures:
+            continue
+        if principal.can_call(tool.permission):
+            out.append(tool)
+    return out
+
+
+def _cursor_decode(cursor: Any) -> str:
+    if cursor is None or cursor == "":
+        return ""
+    if not isinstance(cursor, str):
+        raise RpcError(errors.INVALID_PARAMS, "Invalid cursor: expected the nextCursor string of a previous page")
+    try:
+        after = base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode()
+        if not after or base64.urlsafe_b64encode(after.encode()).decode() != cursor:
+            raise ValueError(cursor)
+        return after
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise RpcError(
+            errors.INVALID_PARAMS, "Invalid cursor: pass back nextCursor exactly as received, or omit it"
+        ) from None
+
+
+async def tools_list(call: Call) -> dict[str, Any]:
+    after = _cursor_decode(call.params.get("cursor"))
+    tools = [t for t in await visible_tools(call.principal) if t.name > after]
+    page_size = config().page_size
+    page = tools[:page_size]
+    result: dict[str, Any] = {"tools": [describe_tool(t, call.era, call.protocol_version) for t in page]}
+    if len(tools) > page_size:
+        result["nextCursor"] = base64.urlsafe_b64encode(page[-1].name.encode()).decode()
+    if call.era == "modern":
+        result["ttlMs"] = LIST_TTL_MS
+        result["cacheScope"] = "private"  # the list depends on the caller's roles
+    return result
+
+
+# ------------------------------------------------------------------------------------------- tools/call
+
+
+def _idempotency_key(call: Call) -> str | None:
+    key = call.headers.get("idempotency-key") or call.meta.get(IDEMPOTENCY_META)
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key or len(key) > idempotency.MAX_KEY_LENGTH or not key.isprintable():
+        raise RpcError(
+            errors.INVALID_PARAMS,
+            f"Idempotency-Key must be 1-{idempotency.MAX_KEY_LENGTH} printable characters (e.g. a UUID)",
+        )
+    return key
+
+
+def _rate_buckets(call: Call, tool: Tool, tool_override: Any) -> list[ratelimit.Bucket]:
+    """The caller's bucket (from its roles) and its bucket for this tool.
+
+    Roles set requests/minute per caller and per tool (apps.accounts); staff may override a tool's bucket in the
+    admin; otherwise a limited caller gets MCP_RATE_LIMIT_TOOL per tool. An unlimited caller (admin) is only
+    limited by a staff override.
+    """
+    principal = call.principal
+    buckets = []
+    per_minute = getattr(principal, "rate_limit_per_minute", None)
+    if per_minute is not None:
+        buckets.append(ratelimit.Bucket(f"mcpplat:rl:p:{principal.id}", Limit(per_minute, 60.0), "caller"))
+    tool_limit = tool_override.rate_limit if tool_override is not None else None
+    if tool_limit is None:
+        own = [n for pattern, n in getattr(principal, "tool_rate_limits", ()) if fnmatchcase(tool.name, pattern)]
+        if own:
+            tool_limit = Limit(principal.rate_limit_for(tool.name), 60.0)
+        elif per_minute is not None:
+            tool_limit = config().tool_limit
+    if tool_limit is not None:
+        buckets.append(
+            ratelimit.Bucket(f"mcpplat:rl:t:{principal.id}:{tool.name}", tool_limit, f"caller+tool {tool.name}")
+        )
+    return buckets
+
+
+async def _run_inline(call: Call, tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
+    ctx = GatewayToolContext(call)
+    try:
+        if tool.is_async:
+            value = await asyncio.wait_for(tool.handler(ctx, arguments), tool.timeout_s)  # type: ignore[arg-type]
+        else:
+            value = await asyncio.wait_for(asyncio.to_thread(tool.handler, ctx, arguments), tool.timeout_s)
+    except ToolError as exc:
+        call.outcome, call.error_code, call.detail = "error", exc.code, exc.message
+        return tool_error_result(exc.code, exc.message, **exc.data)
+    if isinstance(value, RawResult):
+        return value.result
+    if tool.output_validator is not None:
+        problems = list(tool.output_validator.iter_errors(value))
+        if problems:
+            logger.error("tool %s broke its output schema: %s", tool.name, problems[0].message)
+            call.outcome, call.error_code, call.detail = "error", "invalid_output", problems[0].message
+            return tool_error_result(
+                "invalid_output",
+                f"{tool.name} produced a result that breaks its output schema ({problems[0].message}); "
+                "this is a platform bug and has been logged.",
+            )
+    return _success_result(value)
+
+
+async def _run_queued(call: Call, tool: Tool, arguments: dict[str, Any], key: str | None) -> dict[str, Any]:
+    from apps.gateway import integrations
+
+    runs = integrations.runs()
+    if runs is None:
+        call.outcome, call.error_code = "error", "queue_unavailable"
+        return tool_error_result(
+            "queue_unavailable",
+            f"{tool.name} runs on the {tool.queue!r} worker queue and the job runtime (apps.runs) is not installed "
+            "in this deployment; ask an operator to enable it.",
+        )
+    services, streams = runs
+    from asgiref.sync import sync_to_async
+
+    job = await sync_to_async(services.job_submit)(
+        tool=tool,
+        arguments=arguments,
+        principal=call.principal,
+        request_id=str(call.request_id),
+        idempotency_key=key,
+        run_id=call.meta.get("io.mcpplat/runId"),
+        task_ttl_ms=None,
+    )
+    call.job_id = str(job.pk)
+    ctx = GatewayToolContext(call)
+    async for event in streams.job_events(call.job_id):
+        kind = getattr(event, "type", None) or getattr(event, "kind", None)
+        data = getattr(event, "data", {}) or {}
+        if kind == "progress":
+            await ctx.progress(data.get("progress", 0), data.get("total"), data.get("message"))
+        elif kind == "result":
+            return _success_result(data.get("result", data))
+        elif kind in {"error", "cancelled"}:
+            return tool_error_result(data.get("code", kind), data.get("message", f"job {call.job_id} {kind}"))
+    return tool_error_result("tool_failed", f"job {call.job_id} ended without a result")
+
+
+async def tools_call(call: Call) -> dict[str, Any]:
+    params = call.params
+    name = params.get("name")
+    if not isinstance(name, str) or not name:
+        raise RpcError(errors.INVALID_PARAMS, "tools/call needs params.name: the tool to call")
+    arguments = params.get("arguments")
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise RpcError(errors.INVALID_PARAMS, "params.arguments must be an object of the tool's arguments")
+    call.tool, call.arguments = name, arguments
+    responses = params.get("inputResponses")
+    if responses is not None and (
+        not isinstance(responses, dict) or not all(isinstance(v, dict) for v in responses.values())
+    ):
+        raise RpcError(
+            errors.INVALID_PARAMS,
+            "params.inputResponses must be an object mapping each inputRequests key to the client's result object",
+        )
+    tool = registry.get(name)
+    if tool is None or (name.startswith("test_") and not config().conformance):
+        raise RpcError(errors.INVALID_PARAMS, f"Unknown tool: {name}. Call tools/list for the tools you may call.")
+    principal = call.principal
+    if not principal.can_call(tool.permission):
+        raise RpcError(
+            errors.PERMISSION_DENIED,
+            f"Permission denied: {principal.name} may not call {name}; no role of yours grants "
+            f"{tool.permission!r}. Ask an administrator for a role that does.",
+            {"tool": name, "permission": tool.permission},
+            outcome="denied",
+        )
+    override = (await tool_overrides()).get(name)
+    if override is not None and not override.enabled:
+        call.outcome, call.error_code = "denied", "tool_disabled"
+        return tool_error_result("tool_disabled", f"{name} is disabled by the platform's staff for now.")
+    problems = list(tool.input_validator.iter_errors(arguments)) if tool.input_validator else []
+    if problems:
+        call.outcome, call.error_code = "invalid", "invalid_arguments"
+        result = invalid_arguments_result(tool, problems)
+        call.detail = result["content"][0]["text"]
+        return result
+    buckets = _rate_buckets(call, tool, override)
+    verdict = await ratelimit.take(buckets) if buckets else ratelimit.ALLOWED
+    if not verdict.allowed and verdict.bucket is not None:
+        call.outcome, call.error_code = "rate_limited", "rate_limited"
+        seconds = verdict.retry_after_ms / 1000
+        return tool_error_result(
+            "rate_limited",
+            f"Rate limit reached for {verdict.bucket.label} ({verdict.bucket.limit} calls/seconds); "
+            f"retry after {seconds:.1f} s.",
+            retryAfterMs=verdict.retry_after_ms,
+            limit=str(verdict.bucket.limit),
+            bucket=verdict.bucket.label,
+        )
+    key = _idempotency_key(call)
+    if tool.execution == "queued":
+        return await _run_queued(call, tool, arguments, key)
+    if key is None:
+        return await _run_inline(call, tool, arguments)
+    digest = idempotency.arguments_digest(name, arguments)
+    claim = await idempotency.claim(principal.id, key, digest)
+    if claim.state == "replay" and claim.result is not None:
+        call.detail = "idempotent replay"
+        replayed = dict(claim.result)
+        replayed["_meta"] = {**replayed.get("_meta", {}), "io.mcpplat/idempotentReplay": True}
+        return replayed
+    if claim.state == "conflict":
+        call.outcome, call.error_code = "invalid", "idempotency_conflict"
+        return tool_error_result(
+            "idempotency_conflict",
+            f"Idempotency-Key {key!r} was already used with different arguments for {name}; "
+            "use a new key for a new call.",
+        )
+    if claim.state == "running":
+        call.outcome, call.error_code = "error", "idempotency_in_progress"
+        return tool_error_result(
+            "idempotency_in_progress",
+            f"A call with Idempotency-Key {key!r} is still running; retry after 1 s to get its result.",
+            retryAfterMs=1000,
+        )
+    try:
+        result = await _run_inline(call, tool, arguments)
+    except BaseException:
+        await asyncio.shield(idempotency.release(principal.id, key))
+        raise
+    await idempotency.complete(principal.id, key, digest, result)
+    return result
+
+
+# ----------------------------------------------------------------------------------- the other methods
+
+
+def capabilities(era: str) -> dict[str, Any]:
+    caps: dict[str, Any] = {"tools": {"listChanged": False}}
+    if era == "legacy":
+        caps["logging"] = {}
+    if config().conformance:
+        from apps.gateway.conformance import fixtures
+
+        caps.update(fixtures.CAPABILITIES[era])
+    return caps
+
+
+async def server_discover(call: Call) -> dict[str, Any]:
+    return {
+        "supportedVersions": [*MODERN_VERSIONS, *HANDSHAKE_VERSIONS[1:][::-1]],
+        "capabilities": capabilities("modern"),
+        "serverInfo": SERVER_INFO,
+        "instructions": INSTRUCTIONS,
+        "ttlMs": LIST_TTL_MS,
+        "cacheScope": "public",
+    }
+
+
+def initialize_result(requested: Any) -> dict[str, Any]:
+    version = requested if requested in HANDSHAKE_VERSIONS[1:] else LATEST_HANDSHAKE
+    return {
+        "protocolVersion": version,
+        "capabilities": capabilities("legacy"),
+        "serverInfo": SERVER_INFO,
+        "instructions": INSTRUCTIONS,
+    }
+
+
+async def ping(call: Call) -> dict[str, Any]:
+    return {}
+
+
+async def logging_set_level(call: Call) -> dict[str, Any]:
+    level = call.params.get("level")
+    if level not in LOG_LEVELS:
+        raise RpcError(errors.INVALID_PARAMS, f"level must be one of {', '.join(LOG_LEVELS)}")
+    if call.session is not None:
+        await sessions.session_set_log_level(call.session, level)
+    return {}
+
+
+Handler = Callable[[Call], Awaitable[dict[str, Any]]]
+# method -> (handler, eras it exists in)
+METHODS: dict[str, tuple[Handler, frozenset[str]]] = {
+    "tools/list": (tools_list, frozenset({"legacy", "modern"})),
+    "tools/call": (tools_call, frozenset({"legacy", "modern"})),
+    "server/discover": (server_discover, frozenset({"modern"})),
+    "ping": (ping, frozenset({"legacy"})),
+    "logging/setLevel": (logging_set_level, frozenset({"legacy"})),
+}
+
+
+async def dispatch(call: Call) -> dict[str, Any]:
+    entry = METHODS.get(call.method)
+    if entry is None or call.era not in entry[1]:
+        hint = ""
+        if call.era == "modern" and call.method in {"initialize", "ping", "logging/setLevel"}:
+            hint = " on the 2026-07-28 wire (it belongs to the handshake era; use server/discover)"
+        raise RpcError(errors.METHOD_NOT_FOUND, f"Method not found: {call.method}{hint}")
+    result = await entry[0](call)
+    if call.era == "modern":
+        result.setdefault("resultType", "complete")
+        meta = result.get("_meta")
+        result["_meta"] = {**(meta or {}), SERVER_INFO_META: SERVER_INFO}
+    return result
+
+
+def now_ms() -> float:
+    return time.perf_counter() * 1000.0
