@@ -247,9 +247,9 @@ def memory_search(
     Memories still pending embedding are reachable through their words only; `pending_embeddings` counts them.
     """
     if not query.strip():
-        raise MemoryQueryError("invalid_argument", "query: must contain at least one non-space character")
+        raise MemoryQueryError("invalid_arguments", "query: must contain at least one non-space character")
     if top_k < 1 or top_k > 100:
-        raise MemoryQueryError("invalid_argument", f"top_k: must be between 1 and 100 (got {top_k})")
+        raise MemoryQueryError("invalid_arguments", f"top_k: must be between 1 and 100 (got {top_k})")
     timings: dict[str, float] = {}
     degraded: str | None = None
     use_vector = mode in ("hybrid", "vector")
@@ -324,7 +324,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(event_time), str(memory_id)
     except (ValueError, TypeError):
         raise MemoryQueryError(
-            "invalid_argument", "cursor: not a cursor from memory.timeline (pass next_cursor back unchanged)"
+            "invalid_arguments", "cursor: not a cursor from memory.timeline (pass next_cursor back unchanged)"
         ) from None
 
 
@@ -345,7 +345,7 @@ def memory_timeline(
 ) -> TimelinePage:
     """Memories by event time (ties by id), keyset-paginated; `buckets` counts the whole filtered range."""
     if limit < 1 or limit > 200:
-        raise MemoryQueryError("invalid_argument", f"limit: must be between 1 and 200 (got {limit})")
+        raise MemoryQueryError("invalid_arguments", f"limit: must be between 1 and 200 (got {limit})")
     qs = filters.queryset()
     page_qs = qs
     if cursor:

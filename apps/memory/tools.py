@@ -39,9 +39,9 @@ def _parse_time(args: dict[str, Any], name: str, where: str | None = None) -> da
     try:
         parsed = datetime.fromisoformat(str(value))
     except ValueError:
-        raise ToolError("invalid_argument", f"{field}: {value!r} is not an ISO 8601 date-time") from None
+        raise ToolError("invalid_arguments", f"{field}: {value!r} is not an ISO 8601 date-time") from None
     if parsed.tzinfo is None:
-        raise ToolError("invalid_argument", f"{field}: include a timezone (e.g. 2026-11-25T13:00:00Z)")
+        raise ToolError("invalid_arguments", f"{field}: include a timezone (e.g. 2026-11-25T13:00:00Z)")
     return parsed
 
 
@@ -121,7 +121,8 @@ STORE_INPUT = {
     title="Store memories",
     description="Store one or many memories (content, kind, key, metadata, event time, TTL) in a namespace. "
     "Returns ids at once: searchable by words immediately, by meaning once embedded. Exact duplicates in a "
-    "namespace are not stored twice (the existing id is returned with status 'duplicate').",
+    "namespace are not stored twice (the existing id is returned with status 'duplicate'). Errors: "
+    "invalid_arguments (names the item and field), namespace_not_found, namespace_read_only.",
     input_schema=STORE_INPUT,
     annotations=_WRITES,
 )
@@ -149,7 +150,7 @@ def memory_store(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     try:
         outcomes = services.memory_store(namespace=namespace, items=items, source=source)
     except services.MemoryInputError as exc:
-        raise ToolError("invalid_argument", exc.message, data={"field": exc.field}) from None
+        raise ToolError("invalid_arguments", exc.message, data={"field": exc.field}) from None
     embedder = embeddings.backend()
     if isinstance(embedder, embeddings.DisabledBackend):
         embedding = {
@@ -184,7 +185,8 @@ def memory_store(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     description="Hybrid search (meaning + words, fused by reciprocal rank) in a namespace, with filters (kinds, "
     "metadata, event-time range, superseded). Each hit carries its scores: rrf, vector similarity/rank, text "
     "score/rank/coverage (share of the query's words it holds). Without embeddings it answers from words alone "
-    "and says so in `degraded`.",
+    "and says so in `degraded`. Errors: invalid_arguments, namespace_not_found, embedding_unavailable (mode=vector "
+    "without embeddings).",
     input_schema={
         "type": "object",
         "properties": {
@@ -322,5 +324,5 @@ def memory_compact(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
             merge=bool(args.get("merge", True)),
         )
     except services.MemoryInputError as exc:
-        raise ToolError("invalid_argument", exc.message, data={"field": exc.field}) from None
+        raise ToolError("invalid_arguments", exc.message, data={"field": exc.field}) from None
     return report.as_dict()

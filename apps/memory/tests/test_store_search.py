@@ -146,7 +146,7 @@ def test_bad_search_input_names_the_field(alice, args, field, phrase):
     # when / then
     with pytest.raises(ToolError) as error:
         memory_search(alice, args)
-    assert error.value.code == "invalid_argument"
+    assert error.value.code == "invalid_arguments"
     assert error.value.message.startswith(f"{field}:")
     assert phrase in error.value.message
 
@@ -158,7 +158,7 @@ def test_oversized_content_is_refused_with_the_limit(alice, settings):
     with pytest.raises(ToolError) as error:
         memory_store(alice, {"items": [{"content": "fine"}, {"content": "x" * 101}]})
     # then the error names the item, the limit and the setting, and nothing was stored
-    assert error.value.code == "invalid_argument"
+    assert error.value.code == "invalid_arguments"
     assert error.value.data == {"field": "items[1].content"}
     assert "101 characters is more than the limit of 100 (MEMORY_MAX_CONTENT_CHARS)" in error.value.message
     assert Memory.objects.count() == 0

@@ -80,5 +80,5 @@ def test_timeline_buckets_count_the_whole_range(alice, stored):
 def test_timeline_rejects_a_forged_cursor(alice, stored):
     with pytest.raises(ToolError) as error:
         memory_timeline(alice, {"cursor": "not-a-cursor"})
-    assert error.value.code == "invalid_argument"
+    assert error.value.code == "invalid_arguments"
     assert error.value.message.startswith("cursor:")
