@@ -46,12 +46,21 @@ async def audit(**fields: Any) -> None:
     await module.audit_record(module.AuditRecord(**fields))
 
 
+class Runs:
+    """The job runtime's modules the gateway calls (contract in notes/TEAM.md)."""
+
+    def __init__(self) -> None:
+        self.services = import_module("apps.runs.services")
+        self.streams = import_module("apps.runs.streams")
+        self.selectors = import_module("apps.runs.selectors")
+        self.mcp_tasks = import_module("apps.runs.mcp_tasks")
+
+
 @functools.cache
-def runs() -> tuple[ModuleType, ModuleType] | None:
-    """apps.runs (services, streams) when the job runtime is installed, else None."""
-    try:
-        return import_module("apps.runs.services"), import_module("apps.runs.streams")
-    except ModuleNotFoundError as exc:
-        if exc.name in {"apps.runs", "apps.runs.services", "apps.runs.streams"}:
-            return None
-        raise
+def runs() -> Runs | None:
+    """apps.runs when the job runtime is installed, else None (queued tools then answer queue_unavailable)."""
+    from django.apps import apps
+
+    if not apps.is_installed("apps.runs"):
+        return None
+    return Runs()

@@ -303,7 +303,7 @@ async def _run_inline(call: Call, tool: Tool, arguments: dict[str, Any]) -> dict
         return tool_error_result(exc.code, exc.message, **exc.data)
     if isinstance(value, RawResult):
         return value.result
-    if tool.output_validator is not None:
+    if tool.output_validator is not None and not tool.output_validator.is_valid(value):
         problems = list(tool.output_validator.iter_errors(value))
         if problems:
             logger.error("tool %s broke its output schema: %s", tool.name, problems[0].message)
@@ -317,6 +317,11 @@ async def _run_inline(call: Call, tool: Tool, arguments: dict[str, Any]) -> dict
 
 
 async def _run_queued(call: Call, tool: Tool, arguments: dict[str, Any], key: str | None) -> dict[str, Any]:
+    """Submit a Job (apps.runs) and relay its events: progress/log as notifications, then the final result.
+
+    Closing the stream (2026-07-28) or `notifications/cancelled` cancels the job. Idempotency for queued tools is
+    apps.runs' (Postgres unique constraint), so a retried submission returns the existing job.
+    """
     from apps.gateway import integrations
 
     runs = integrations.runs()
@@ -327,30 +332,44 @@ async def _run_queued(call: Call, tool: Tool, arguments: dict[str, Any], key: st
             f"{tool.name} runs on the {tool.queue!r} worker queue and the job runtime (apps.runs) is not installed "
             "in this deployment; ask an operator to enable it.",
         )
-    services, streams = runs
     from asgiref.sync import sync_to_async
 
-    job = await sync_to_async(services.job_submit)(
-        tool=tool,
-        arguments=arguments,
-        principal=call.principal,
-        request_id=str(call.request_id),
-        idempotency_key=key,
-        run_id=call.meta.get("io.mcpplat/runId"),
-        task_ttl_ms=None,
-    )
-    call.job_id = str(job.pk)
+    run_id = call.meta.get("io.mcpplat/runId")
+    try:
+        job = await sync_to_async(runs.services.job_submit)(
+            tool=tool,
+            arguments=arguments,
+            principal=call.principal,
+            request_id=str(call.request_id),
+            idempotency_key=key,
+            run_id=str(run_id) if run_id is not None else None,
+            task_ttl_ms=None,
+        )
+    except ToolError as exc:
+        call.outcome, call.error_code, call.detail = "error", exc.code, exc.message
+        return tool_error_result(exc.code, exc.message, **exc.data)
+    call.job_id, call.run_id = str(job.pk), str(job.run_id) if getattr(job, "run_id", None) else call.run_id
     ctx = GatewayToolContext(call)
-    async for event in streams.job_events(call.job_id):
-        kind = getattr(event, "type", None) or getattr(event, "kind", None)
-        data = getattr(event, "data", {}) or {}
-        if kind == "progress":
-            await ctx.progress(data.get("progress", 0), data.get("total"), data.get("message"))
-        elif kind == "result":
-            return _success_result(data.get("result", data))
-        elif kind in {"error", "cancelled"}:
-            return tool_error_result(data.get("code", kind), data.get("message", f"job {call.job_id} {kind}"))
-    return tool_error_result("tool_failed", f"job {call.job_id} ended without a result")
+    try:
+        async for event in runs.streams.job_events(call.job_id):
+            data = event.data or {}
+            if event.kind == "progress":
+                await ctx.progress(data.get("progress", 0), data.get("total"), data.get("message"))
+            elif event.kind == "log":
+                await ctx.log(data.get("level", "info"), data.get("message"))
+            if event.is_terminal:
+                break
+    except asyncio.CancelledError:
+        await asyncio.shield(
+            sync_to_async(runs.services.job_cancel)(job_id=call.job_id, principal=call.principal, reason="client")
+        )
+        raise
+    job = await sync_to_async(runs.selectors.job_get)(call.job_id, call.principal)
+    result = runs.mcp_tasks.tool_result_from_job(job)
+    if result.get("isError"):
+        error = (result.get("structuredContent") or {}).get("error") or {}
+        call.outcome, call.error_code = "error", error.get("code", "tool_failed")
+    return result
 
 
 async def tools_call(call: Call) -> dict[str, Any]:
@@ -388,7 +407,8 @@ async def tools_call(call: Call) -> dict[str, Any]:
     if override is not None and not override.enabled:
         call.outcome, call.error_code = "denied", "tool_disabled"
         return tool_error_result("tool_disabled", f"{name} is disabled by the platform's staff for now.")
-    problems = list(tool.input_validator.iter_errors(arguments)) if tool.input_validator else []
+    validator = tool.input_validator
+    problems = list(validator.iter_errors(arguments)) if validator and not validator.is_valid(arguments) else []
     if problems:
         call.outcome, call.error_code = "invalid", "invalid_arguments"
         result = invalid_arguments_result(tool, problems)

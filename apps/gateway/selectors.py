@@ -27,7 +27,7 @@ _cache_until = 0.0
 
 async def tool_overrides() -> dict[str, ToolOverride]:
     """Every staff override, at most `_CACHE_S` old. Loads the mirror from Postgres once if Redis lost it."""
-    global _cache, _cache_until  # noqa: PLW0603 - a process-wide cache by design
+    global _cache, _cache_until
     now = time.monotonic()
     if now < _cache_until:
         return _cache
@@ -47,5 +47,5 @@ async def tool_overrides() -> dict[str, ToolOverride]:
 
 
 def tool_overrides_forget() -> None:
-    global _cache_until  # noqa: PLW0603
+    global _cache_until  # noqa: PLW0603 - the process-wide cache
     _cache_until = 0.0

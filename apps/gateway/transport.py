@@ -13,6 +13,7 @@ with a comment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -335,7 +336,7 @@ async def _preflight(ex: Exchange) -> None:
 async def _read_message(ex: Exchange, principal: Any, version: str | None) -> dict[str, Any] | None:
     """Content type, size cap, JSON, one object: the checks every POST shares. None: already answered."""
     content_type = ex.headers.get("content-type", "")
-    if not content_type.split(";")[0].strip().lower() == "application/json":
+    if content_type.split(";")[0].strip().lower() != "application/json":
         await _refuse(
             ex,
             415,
@@ -382,7 +383,7 @@ async def _read_message(ex: Exchange, principal: Any, version: str | None) -> di
 
 
 def _valid_id(value: Any) -> bool:
-    return (isinstance(value, str) or isinstance(value, int)) and not isinstance(value, bool)
+    return isinstance(value, str | int) and not isinstance(value, bool)
 
 
 # ------------------------------------------------------------------------------------------ 2026-07-28
@@ -565,7 +566,7 @@ async def _legacy(ex: Exchange, version: str | None) -> None:
             await _audit(ex, principal=principal, method="DELETE session", outcome="ok", session_id=session.id)
             await ex.respond(200)
         return
-    json_ok, sse_ok = _accepts(ex)
+    _json_ok, sse_ok = _accepts(ex)
     message = await _read_message(ex, principal, version)
     if message is None:
         return
@@ -733,10 +734,8 @@ async def _standalone_stream(ex: Exchange, principal: Any, session: sessions.Ses
     except Exception:
         # Never raise after the response started: log, and end the stream normally below.
         logger.exception("GET stream of session %s failed", session.id)
-        try:
+        with contextlib.suppress(Exception):  # the client is gone; nothing left to tell it
             await ex.sse_send(b"", more=False)
-        except Exception:  # noqa: S110 - the client is gone; nothing left to tell it
-            pass
     finally:
         disconnect.cancel()
 
@@ -749,8 +748,20 @@ def _is_response(payload: bytes) -> bool:
 # ------------------------------------------------------------------------------ running one request
 
 
+# Methods that run user code (long, streaming, cancellable); the rest answer from memory and run inline.
+_STREAMING_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
+
+
 async def _run(ex: Exchange, call: Call, *, sse_ok: bool, cancel_on_disconnect: bool) -> None:
     """Dispatch `call`; answer JSON, or SSE once the handler emits (or runs long). Never raises after start."""
+    if call.method not in _STREAMING_METHODS:
+        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            outcome.set_result(await protocol.dispatch(call))
+        except Exception as exc:  # noqa: BLE001 - handed to _finish, which answers every failure
+            outcome.set_exception(exc)
+        await _finish(ex, call, outcome, "", False)
+        return
     cfg = config()
     stream_id = uuid.uuid4().hex[:12]
     session = call.session
@@ -766,7 +777,7 @@ async def _run(ex: Exchange, call: Call, *, sse_ok: bool, cancel_on_disconnect: 
             if not ex.started:
                 await ex.sse_start()
             await ex.sse_send(sse_event(payload, event_id))
-        except Exception:  # the client went away; the handshake era keeps recording for resumption
+        except Exception:  # noqa: BLE001 - client gone; the handshake era keeps recording for resumption
             gone = True
 
     if sse_ok:
@@ -804,7 +815,7 @@ async def _run(ex: Exchange, call: Call, *, sse_ok: bool, cancel_on_disconnect: 
                         await ex.sse_send(b": keep-alive\n\n")
                     else:
                         await ex.sse_start()
-                except Exception:
+                except Exception:  # noqa: BLE001 - the client went away
                     gone = True
     finally:
         disconnect.cancel()
@@ -847,7 +858,5 @@ async def _finish(ex: Exchange, call: Call, task: asyncio.Future[Any], stream_id
         event_id = await sessions.event_record(call.session, stream_id, payload)
     if gone:
         return
-    try:
+    with contextlib.suppress(Exception):  # client gone after the result was recorded for resumption
         await ex.sse_send(sse_event(payload, event_id), more=False)
-    except Exception:  # noqa: S110 - client gone after the result was recorded for resumption
-        pass

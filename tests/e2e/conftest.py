@@ -92,4 +92,6 @@ def callers(transactional_db, redis_client) -> Callers:
         account = services.service_account_ensure(name=name, roles=[role_name])
         return services.api_token_create(name=f"{name} token", service_account=account).value
 
-    return Callers(admin=token("e2e-admin", "admin"), e2e=token("e2e-agent", "e2e"), viewer=token("e2e-viewer", "viewer"))
+    return Callers(
+        admin=token("e2e-admin", "admin"), e2e=token("e2e-agent", "e2e"), viewer=token("e2e-viewer", "viewer")
+    )

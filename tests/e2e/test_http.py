@@ -54,7 +54,11 @@ def legacy_session(server, token: str) -> str:
             "jsonrpc": "2.0",
             "id": 0,
             "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
         },
         headers={"authorization": f"Bearer {token}", "accept": ACCEPT, "content-type": "application/json"},
         timeout=10,
@@ -152,7 +156,7 @@ def test_modern_bad_input(mcp_server, callers, case, status, code):
     elif case == "Mcp-Name mismatch":
         headers["mcp-name"] = "platform.other"
     elif case == "duplicated Mcp-Method":
-        headers = list(headers.items()) + [("mcp-method", "tools/call")]  # type: ignore[assignment]
+        headers = [*headers.items(), ("mcp-method", "tools/call")]  # type: ignore[assignment]
     elif case == "unknown tool":
         headers["mcp-name"] = "platform.nope"
         body = whoami_body(name="platform.nope")
@@ -291,7 +295,11 @@ def test_legacy_get_stream_resumes_after_last_event_id(mcp_server, callers):
         "jsonrpc": "2.0",
         "id": 5,
         "method": "tools/call",
-        "params": {"name": "platform.e2e_count", "arguments": {"steps": 3, "delay_ms": 10}, "_meta": {"progressToken": "p"}},
+        "params": {
+            "name": "platform.e2e_count",
+            "arguments": {"steps": 3, "delay_ms": 10},
+            "_meta": {"progressToken": "p"},
+        },
     }
     with httpx.stream("POST", mcp_server.url, json=call, headers=headers, timeout=10) as response:
         assert response.headers["content-type"] == "text/event-stream"
@@ -333,3 +341,46 @@ def test_sse_response_opens_with_comment_and_ends_with_result(mcp_server, caller
     assert chunks[0].startswith(":")
     assert '"counted":2' in [c for c in chunks if c.startswith("data: ")][-1]
     assert time.monotonic() - started >= 1.4
+
+
+@pytest.mark.parametrize(
+    ("caller", "tool", "expected"),
+    [
+        ("anonymous", "platform.whoami", 401),
+        ("viewer", "platform.whoami", "ok"),
+        ("viewer", "platform.e2e_echo", "denied"),
+        ("e2e", "platform.e2e_echo", "ok"),
+        ("admin", "platform.e2e_echo", "ok"),
+        ("admin", "platform.whoami", "ok"),
+    ],
+)
+def test_role_tool_matrix_and_audit(mcp_server, callers, caller, tool, expected):
+    from apps.audit.models import AuditEvent
+
+    # given a caller of one role
+    token = getattr(callers, caller, "none")
+    headers = modern_headers(token, "tools/call", tool)
+    if caller == "anonymous":
+        del headers["authorization"]
+    arguments = {"text": "hi"} if tool == "platform.e2e_echo" else {}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments, "_meta": meta()},
+    }
+    # when it calls the tool
+    response = post(mcp_server, headers, body)
+    # then the answer matches its role, and the call is in the audit trail before the response arrived
+    events = list(AuditEvent.objects.order_by("-sequence").values("method", "tool", "outcome", "error_code")[:1])
+    if expected == 401:
+        assert response.status_code == 401
+        assert events == [{"method": "HTTP POST", "tool": "", "outcome": "denied", "error_code": "unauthenticated"}]
+    elif expected == "denied":
+        assert response.json()["error"]["code"] == 40300
+        assert events == [
+            {"method": "tools/call", "tool": tool, "outcome": "denied", "error_code": "permission_denied"}
+        ]
+    else:
+        assert response.json()["result"]["isError"] is False
+        assert events == [{"method": "tools/call", "tool": tool, "outcome": "ok", "error_code": ""}]

@@ -172,6 +172,8 @@ async def test_missing_token_gets_401_with_challenge(mcp_server, callers, mode):
         async with connect(mcp_server.url, None, mode) as client:
             await client.call_tool("platform.whoami", {})
     # then it failed on authentication (the raw challenge is asserted in test_http.py)
-    assert "401" in repr(failed.value) or "Unauthorized" in repr(failed.value) or "authentication" in repr(
-        failed.value
-    ).lower()
+    assert (
+        "401" in repr(failed.value)
+        or "Unauthorized" in repr(failed.value)
+        or "authentication" in repr(failed.value).lower()
+    )

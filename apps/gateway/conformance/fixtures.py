@@ -25,7 +25,11 @@ if not settings.MCP_CONFORMANCE_FIXTURES:
 
 CAPABILITIES: dict[str, dict[str, Any]] = {
     # resources/subscribe exists on the handshake wire only (2026-07-28 replaced it by subscriptions/listen).
-    "legacy": {"resources": {"subscribe": True, "listChanged": False}, "prompts": {"listChanged": False}, "completions": {}},
+    "legacy": {
+        "resources": {"subscribe": True, "listChanged": False},
+        "prompts": {"listChanged": False},
+        "completions": {},
+    },
     "modern": {"resources": {}, "prompts": {}, "completions": {}},
 }
 IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
@@ -72,7 +76,11 @@ async def audio_content(ctx: ToolContext, args: dict[str, Any]) -> Any:
 
 @fixture("test_embedded_resource", "Tests embedded resource content response")
 async def embedded_resource(ctx: ToolContext, args: dict[str, Any]) -> Any:
-    resource = {"uri": "test://embedded-resource", "mimeType": "text/plain", "text": "This is an embedded resource content."}
+    resource = {
+        "uri": "test://embedded-resource",
+        "mimeType": "text/plain",
+        "text": "This is an embedded resource content.",
+    }
     return RawResult({"content": [{"type": "resource", "resource": resource}]})
 
 
@@ -99,7 +107,9 @@ async def with_logging(ctx: ToolContext, args: dict[str, Any]) -> Any:
     call = _call(ctx)
     for i, text in enumerate(("Tool execution started", "Tool processing data", "Tool execution completed")):
         if call.emit is not None:
-            await call.emit({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": text}})
+            await call.emit(
+                {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": text}}
+            )
         if i < 2:
             await asyncio.sleep(0.05)
     return _text("Tool with logging executed successfully")
@@ -184,8 +194,12 @@ async def elicitation_defaults(ctx: ToolContext, args: dict[str, Any]) -> Any:
 
 @fixture("test_elicitation_sep1330_enums", "Tests elicitation with enum schema improvements per SEP-1330")
 async def elicitation_enums(ctx: ToolContext, args: dict[str, Any]) -> Any:
-    titled = [{"const": f"value{i}", "title": t} for i, t in enumerate(("First Option", "Second Option", "Third Option"), 1)]
-    choices = [{"const": f"value{i}", "title": t} for i, t in enumerate(("First Choice", "Second Choice", "Third Choice"), 1)]
+    titled = [
+        {"const": f"value{i}", "title": t} for i, t in enumerate(("First Option", "Second Option", "Third Option"), 1)
+    ]
+    choices = [
+        {"const": f"value{i}", "title": t} for i, t in enumerate(("First Choice", "Second Choice", "Third Choice"), 1)
+    ]
     options = ["option1", "option2", "option3"]
     schema = {
         "type": "object",
@@ -372,9 +386,7 @@ async def irr_tampered(ctx: ToolContext, args: dict[str, Any]) -> Any:
     state = _unstate(call)
     if state and state.get("kind") == "tamper-check" and _responses(call):
         return _text("state-ok: requestState verified")
-    return _ask(
-        {"confirm": _elicit_request("Please confirm", "ok", "boolean")}, _state({"kind": "tamper-check"}, call)
-    )
+    return _ask({"confirm": _elicit_request("Please confirm", "ok", "boolean")}, _state({"kind": "tamper-check"}, call))
 
 
 @fixture("test_input_required_result_multiple_inputs", "Test tool: several input requests at once")
@@ -391,7 +403,10 @@ async def irr_multiple(ctx: ToolContext, args: dict[str, Any]) -> Any:
         )
     greet = {
         "method": "sampling/createMessage",
-        "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "Generate a greeting"}}], "maxTokens": 50},
+        "params": {
+            "messages": [{"role": "user", "content": {"type": "text", "text": "Generate a greeting"}}],
+            "maxTokens": 50,
+        },
     }
     return _ask(
         {"user_name": _elicit_request("What is your name?", "name"), "greeting": greet, "client_roots": ROOTS},
@@ -529,7 +544,11 @@ PROMPTS = [
         "description": "A prompt that includes an embedded resource",
         "arguments": [{"name": "resourceUri", "description": "URI of the resource to embed", "required": True}],
     },
-    {"name": "test_prompt_with_image", "title": "Prompt With Image", "description": "A prompt that includes image content"},
+    {
+        "name": "test_prompt_with_image",
+        "title": "Prompt With Image",
+        "description": "A prompt that includes image content",
+    },
     {
         "name": "test_input_required_result_prompt",
         "title": "Prompt needing input",

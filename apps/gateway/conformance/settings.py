@@ -5,14 +5,14 @@ A deployment cannot reach this by an environment variable; it must name this mod
 
 from django.core.exceptions import ImproperlyConfigured
 
-from mcpplat.settings.base import *  # noqa: F403
 from mcpplat import env
+from mcpplat.settings.base import *  # noqa: F403
 from mcpplat.settings.base import PRODUCTION
 
 if PRODUCTION:
     raise ImproperlyConfigured("the conformance profile never runs with MCPPLAT_ENV=production")
 if env.get_str("BIND") not in {"127.0.0.1", "::1", "localhost"}:
-    raise ImproperlyConfigured(f"the conformance profile binds to loopback only, not BIND={env.get_str("BIND")!r}")
+    raise ImproperlyConfigured(f"the conformance profile binds to loopback only, not BIND={env.get_str('BIND')!r}")
 
 MCP_CONFORMANCE_FIXTURES = True
 MCP_AUTHENTICATOR = "apps.gateway.conformance.identity"
