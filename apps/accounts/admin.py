@@ -113,13 +113,24 @@ class ApiTokenReadOnlyInline(admin.TabularInline):
         return False
 
 
+class ServiceAccountRoleBindingInline(admin.TabularInline):
+    """On a service account's page: the roles it holds (the role page's inline lists who holds a role)."""
+
+    model = RoleBinding
+    fk_name = "service_account"
+    extra = 0
+    fields = ["role", "created_at"]
+    readonly_fields = ["created_at"]
+    verbose_name_plural = "roles"
+
+
 @admin.register(ServiceAccount)
 class ServiceAccountAdmin(admin.ModelAdmin):
     list_display = ["name", "is_active", "role_list", "active_tokens", "created_at"]
     list_filter = ["is_active", "role_bindings__role"]
     search_fields = ["name", "description"]
     readonly_fields = ["created_at", "created_by"]
-    inlines = [RoleBindingInline, ApiTokenReadOnlyInline]
+    inlines = [ServiceAccountRoleBindingInline, ApiTokenReadOnlyInline]
     actions = ["issue_token", "deactivate"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ServiceAccount]:

@@ -19,7 +19,9 @@ class ToolSettingForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["tool"].choices = [(t.name, t.name) for t in registry.all()]
+        tool_field = self.fields["tool"]
+        assert isinstance(tool_field, forms.ChoiceField)  # noqa: S101 - declared as one below
+        tool_field.choices = [(t.name, t.name) for t in registry.all()]
 
 
 @admin.register(ToolSetting)

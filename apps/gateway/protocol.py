@@ -340,7 +340,7 @@ async def _run_inline(call: Call, tool: Tool, arguments: dict[str, Any]) -> dict
         if tool.is_async:
             value = await asyncio.wait_for(tool.handler(ctx, arguments), tool.timeout_s)  # type: ignore[arg-type]
         else:
-            value = await asyncio.wait_for(asyncio.to_thread(tool.handler, ctx, arguments), tool.timeout_s)
+            value = await asyncio.wait_for(asyncio.to_thread(tool.handler, ctx, arguments), tool.timeout_s)  # type: ignore[arg-type]
     except ToolError as exc:
         call.outcome, call.error_code, call.detail = "error", exc.code, exc.message
         return tool_error_result(exc.code, exc.message, **exc.data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from apps.gateway.config import Limit
 from apps.gateway.redis_client import get_redis
@@ -58,7 +59,7 @@ _script_sha: dict[int, str] = {}
 
 async def take(buckets: list[Bucket]) -> Verdict:
     client = get_redis()
-    args: list[object] = []
+    args: list[Any] = []
     for bucket in buckets:
         args.extend((bucket.limit.capacity, repr(bucket.limit.per_ms)))
     keys = [b.key for b in buckets]

@@ -31,10 +31,10 @@ async def tool_overrides() -> dict[str, ToolOverride]:
     now = time.monotonic()
     if now < _cache_until:
         return _cache
-    raw = await get_redis().hgetall(TOOL_SETTINGS_KEY)
+    raw: dict[bytes, bytes] = await get_redis().hgetall(TOOL_SETTINGS_KEY)  # type: ignore[assignment]
     if b"__loaded__" not in raw:
         await sync_to_async(tool_settings_publish)()
-        raw = await get_redis().hgetall(TOOL_SETTINGS_KEY)
+        raw = await get_redis().hgetall(TOOL_SETTINGS_KEY)  # type: ignore[assignment]
     parsed: dict[str, ToolOverride] = {}
     for key, value in raw.items():
         if key == b"__loaded__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import redis
 from django.conf import settings
@@ -16,7 +18,7 @@ TOOL_SETTINGS_KEY = "mcpplat:gateway:tool-settings"
 
 def tool_settings_publish() -> None:
     """Replace the Redis mirror of every ToolSetting row (the gateway re-reads it within a few seconds)."""
-    rows = {
+    rows: dict[Any, Any] = {
         row.tool: orjson.dumps({"enabled": row.enabled, "rate_limit": row.rate_limit or None})
         for row in ToolSetting.objects.all()
     }

@@ -112,7 +112,7 @@ async def events_after(session: Session, last_event_id: str) -> tuple[str, list[
     stream, _, entry = last_event_id.rpartition(".")
     if not stream or not entry:
         return "", []
-    rows = await get_redis().xrange(session.events_key, min=f"({entry}", max="+")
+    rows: Any = await get_redis().xrange(session.events_key, min=f"({entry}", max="+")
     return stream, [
         (f"{stream}.{eid.decode()}", fields[b"d"]) for eid, fields in rows if fields.get(b"s", b"").decode() == stream
     ]
@@ -120,7 +120,9 @@ async def events_after(session: Session, last_event_id: str) -> tuple[str, list[
 
 async def events_wait(session: Session, after_entry: str, timeout_s: float) -> list[tuple[str, str, bytes]]:
     """Block until events after `after_entry` arrive (or the timeout): (sse id, stream, payload)."""
-    reply = await get_blocking_redis().xread({session.events_key: after_entry}, block=int(timeout_s * 1000), count=100)
+    reply: Any = await get_blocking_redis().xread(
+        {session.events_key: after_entry}, block=int(timeout_s * 1000), count=100
+    )
     out = []
     for _key, rows in reply or []:
         for eid, fields in rows:
@@ -130,7 +132,7 @@ async def events_wait(session: Session, after_entry: str, timeout_s: float) -> l
 
 
 async def events_tail(session: Session) -> str:
-    rows = await get_redis().xrevrange(session.events_key, count=1)
+    rows: Any = await get_redis().xrevrange(session.events_key, count=1)
     return rows[0][0].decode() if rows else "0-0"
 
 

