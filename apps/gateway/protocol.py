@@ -393,17 +393,23 @@ async def _job_stream_remember(call: Call, job_id: str) -> None:
     from apps.gateway.redis_client import get_redis
 
     key = JOB_STREAM_KEY + call.stream_id
-    mapping = {
-        "session": call.session.id if call.session else "",
-        "job": job_id,
-        "rid": orjson.dumps(call.request_id),
-        "token": orjson.dumps(call.progress_token),
-        "level": call.log_level or "",
-    }
     pipe = get_redis().pipeline()
-    pipe.hset(key, mapping=mapping)
+    pipe.hset(
+        key,
+        mapping={
+            "session": call.session.id if call.session else "",
+            "job": job_id,
+            "rid": orjson.dumps(call.request_id),
+            "token": orjson.dumps(call.progress_token),
+            "level": call.log_level or "",
+        },
+    )
     pipe.expire(key, config().session_ttl_s)
     await pipe.execute()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def job_stream_resume(
@@ -415,11 +421,12 @@ async def job_stream_resume(
     from apps.gateway.redis_client import get_redis
 
     runs = integrations.runs()
-    raw = await get_redis().hgetall(JOB_STREAM_KEY + stream_id)
-    if runs is None or not raw or raw.get(b"session", b"").decode() != session_id:
+    found = await get_redis().hgetall(JOB_STREAM_KEY + stream_id)
+    raw = {_text(k): v for k, v in found.items()}
+    if runs is None or not raw or _text(raw.get("session", b"")) != session_id:
         return
-    job_id = raw[b"job"].decode()
-    token, level = orjson.loads(raw[b"token"]), raw[b"level"].decode() or None
+    job_id = _text(raw["job"])
+    token, level = orjson.loads(raw["token"]), _text(raw["level"]) or None
     try:
         job = await runs.events.db_call(runs.selectors.job_get)(job_id, principal)
     except ToolError:
@@ -436,7 +443,7 @@ async def job_stream_resume(
             break
     job = await runs.events.db_call(runs.selectors.job_get)(job_id, principal)
     result = runs.mcp_tasks.tool_result_from_job(job)
-    yield job_event_id(stream_id, last), {"jsonrpc": "2.0", "id": orjson.loads(raw[b"rid"]), "result": result}
+    yield job_event_id(stream_id, last), {"jsonrpc": "2.0", "id": orjson.loads(raw["rid"]), "result": result}
 
 
 def _trace_context(call: Call) -> dict[str, str] | None:
