@@ -22,6 +22,7 @@ from mcp.shared.exceptions import MCPError
 from apps.runs.models import Job
 from apps.runs.tests.conftest import FAST_RUNTIME_ENV
 from apps.runs.tests.processes import Gateway
+from tests.e2e.test_http import legacy_headers, legacy_session
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -318,27 +319,9 @@ def _sse_events(text: str) -> list[tuple[str | None, dict]]:
 
 
 async def test_gateway_killed_mid_stream_then_last_event_id_resumes_the_call(gateway, agent_token, redis_client):
-    base = {
-        "authorization": f"Bearer {agent_token}",
-        "accept": "application/json, text/event-stream",
-        "content-type": "application/json",
-    }
+    session = await asyncio.to_thread(legacy_session, gateway, agent_token)
+    headers = legacy_headers(agent_token, session)
     async with httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=60)) as http:
-        init = await http.post(
-            gateway.url,
-            headers=base,
-            json={
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "t", "version": "1"},
-                },
-            },
-        )
-        headers = {**base, "mcp-session-id": init.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
         await http.post(gateway.url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
         # given a queued call streaming progress over SSE
         body = {
