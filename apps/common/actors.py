@@ -13,5 +13,5 @@ def broker_echo(key: str, value: str) -> None:
 
     Used by the foundation's tests and by operators (`manage.py shell`) to check a deployment's workers.
     """
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    client.set(key, value, ex=300)
+    with redis.Redis.from_url(settings.REDIS_URL) as client:  # closed: workers run this for every probe
+        client.set(key, value, ex=300)
