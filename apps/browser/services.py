@@ -264,6 +264,9 @@ class _Housekeeper:
     def ensure(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
+                # Announce this worker before returning: a session leased right after ensure() must already
+                # point at a live owner, or a router on another process would declare it lost.
+                leases.worker_heartbeat(runtime.worker_id, len(runtime.sessions))
                 self.stopping.clear()
                 self._thread = threading.Thread(target=self._run, name="browser-housekeeper", daemon=True)
                 self._thread.start()
