@@ -43,6 +43,12 @@ WORKDIR = "/workspace"
 SNAPSHOT_REPOSITORY = "mcpplat/sandbox-snapshot"
 _EXEC_MARKER = "MCPPLAT_EXEC"
 _KILL_GRACE_S = 2.0
+# Exit codes an exec gets when its container went down under it (126: the runtime refused, 128: gVisor lost the
+# process, 137: killed, None: no record); only then is the container's state checked, once, or for up to 2 s when
+# the runtime itself wrote the error (the engine notices a dead gVisor sandbox a moment late).
+_SANDBOX_DOWN_CODES = {126, 128, 137, None}
+_RUNTIME_FAILURE_MARKS = (b"OCI runtime exec failed", b'urpc method "containerManager')
+RUNSC_HOST_PIDS_HEADROOM = 256  # host threads of gVisor's sentry and gofer, on top of the sandbox's own pids limit
 
 
 class EngineUnavailable(Exception):
@@ -79,7 +85,11 @@ def engine_errors() -> Iterator[None]:
     except docker.errors.NotFound as exc:
         raise ContainerGone(str(exc.explanation or exc)) from exc
     except docker.errors.APIError as exc:
-        raise RuntimeFailure(str(exc.explanation or exc)) from exc
+        message = str(exc.explanation or exc)
+        if "is not running" in message:  # 409 on exec create, 500 on exec start
+            # For a sandbox a stopped container is as good as gone: nothing can run in it again.
+            raise ContainerGone(message) from exc
+        raise RuntimeFailure(message) from exc
     except (
         docker.errors.DockerException,
         requests.exceptions.ConnectionError,
@@ -137,13 +147,16 @@ def container_start(spec: ContainerSpec) -> str:
         mem_limit=f"{spec.memory_mb}m",
         memswap_limit=f"{spec.memory_mb}m",  # no swap: the limit is the limit
         nano_cpus=int(spec.cpus * 1e9),
-        pids_limit=spec.pids,
-        # docker-init under gVisor exits (code 2) when an exec arrives right after start (measured here), taking the
-        # sandbox down; gVisor's own init handling is used instead under runsc.
-        init=spec.runtime != "runsc",
+        # Under gVisor the host cgroup holds the sentry's own threads too: the user's process count is enforced inside
+        # the sandbox instead (RLIMIT_NPROC is counted per uid by the sentry, not across the host as under runc).
+        pids_limit=spec.pids + RUNSC_HOST_PIDS_HEADROOM if spec.runtime == "runsc" else spec.pids,
+        init=True,  # zombies reaped, fast stop (gVisor 2024-07+ handles it; 2022's runsc did not: docs/sandbox.md)
         log_config=docker.types.LogConfig(type="none"),
         shm_size="16m",
-        ulimits=[docker.types.Ulimit(name="nofile", soft=1024, hard=1024)],
+        ulimits=[
+            docker.types.Ulimit(name="nofile", soft=1024, hard=1024),
+            *([docker.types.Ulimit(name="nproc", soft=spec.pids, hard=spec.pids)] if spec.runtime == "runsc" else []),
+        ],
         runtime=spec.runtime,
         ipc_mode="private",
     )
@@ -195,6 +208,18 @@ def container_remove(container_id: str) -> bool:
             return False
         raise
     return True
+
+
+def container_stop_reason(container_id: str) -> str:
+    """Why a sandbox's container is not running, in words for the caller: removed, killed for memory, exited."""
+    try:
+        with engine_errors():
+            state = client().inspect_container(container_id)["State"]
+    except (ContainerGone, RuntimeFailure, EngineUnavailable):
+        return "its container was removed outside the platform"
+    if state.get("OOMKilled") or state.get("ExitCode") == 137:
+        return "its container was killed (exit 137): the sandbox as a whole ran out of memory or processes"
+    return f"its container stopped (exit {state.get('ExitCode')})"
 
 
 def container_running(container_id: str) -> bool:
@@ -273,6 +298,7 @@ def exec_run(
     on_output: OutputCallback | None = None,
     stdout_sink: IO[bytes] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    address_space_mb: int | None = None,
 ) -> ExecResult:
     """Run `argv` as the exec user and stream its output.
 
@@ -282,12 +308,17 @@ def exec_run(
     group; `_KILL_GRACE_S` later anything that escaped it (setsid) is killed by its marker. The sandbox survives.
     `stdout_sink`, when given, receives stdout instead of memory (tar of a workdir); the limit still applies.
     `cancelled` is polled about every 0.25 s: when it turns true the process is killed and `cancelled` is set.
+    `address_space_mb` caps the process's virtual memory (RLIMIT_AS): under gVisor the whole sandbox shares one
+    memory cgroup with the sentry, so a hog would otherwise take the sandbox down instead of failing its allocation.
     """
     api = client()
     marker = uuid.uuid4().hex
     environment = {**(env or {}), _EXEC_MARKER: marker}
     seconds = max(1, int(timeout_s + 0.999))
     wrapped = ["timeout", "-s", "KILL", str(seconds), *argv]
+    if address_space_mb is not None:
+        # `ulimit -v` takes KiB; sh (not prlimit) because every image that can run `timeout` has a shell.
+        wrapped = ["sh", "-c", f'ulimit -v {address_space_mb * 1024} && exec "$@"', "sh", *wrapped]
     started = time.monotonic()
     with engine_errors():
         exec_id = api.exec_create(
@@ -355,6 +386,11 @@ def exec_run(
             sock.shutdown(socket.SHUT_RDWR)
     result.exit_code = _exit_code(api, exec_id)
     result.duration_ms = (time.monotonic() - started) * 1000
+    runtime_said = any(mark in kept["stderr"] for mark in _RUNTIME_FAILURE_MARKS)
+    if result.exit_code in _SANDBOX_DOWN_CODES and _stopping(container_id, wait_s=2 if runtime_said else 0):
+        # The container itself stopped under the exec (gVisor stops a sandbox that outgrows its memory as a whole):
+        # the exit code is the runtime's, not the program's.
+        raise ContainerGone(f"container {container_id[:12]} stopped during the exec")
     timeout_like = result.exit_code in (124, 137) and result.duration_ms >= seconds * 1000 - 50
     if timeout_like and not result.truncated and not result.cancelled:
         result.timed_out = True
@@ -362,6 +398,16 @@ def exec_run(
     if writer is not None:
         writer.join(timeout=1)
     return result
+
+
+def _stopping(container_id: str, *, wait_s: float) -> bool:
+    """True when the container is not running, or stops within `wait_s` (the engine notices a dead sandbox late)."""
+    deadline = time.monotonic() + wait_s
+    while container_running(container_id):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _write_stdin(sock: socket.socket, stdin: bytes | IO[bytes]) -> None:
@@ -446,7 +492,7 @@ _KILL_SCRIPT = (
 
 
 def _kill_marked(container_id: str, marker: str) -> None:
-    with contextlib.suppress(EngineUnavailable, ContainerGone, RuntimeFailure):
+    with contextlib.suppress(EngineUnavailable, ContainerGone, RuntimeFailure), engine_errors():
         api = client()
         exec_id = api.exec_create(container_id, ["sh", "-c", _KILL_SCRIPT, "sh", marker], user=EXEC_USER)["Id"]
         api.exec_start(exec_id, detach=True)  # never wait: the stream we are reading must keep draining

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 LIMIT_KEYS = ("memory_mb", "cpus", "pids", "disk_mb")
 _LIMIT_FLOORS = {"memory_mb": 32, "cpus": 0.1, "pids": 16, "disk_mb": 1}
 POOL_MAX_AGE_S = 3600  # a warm container is recycled after an hour unclaimed
+RUNSC_SENTRY_HEADROOM_MB = 32  # gVisor's sentry + gofer share the sandbox's memory cgroup (measured: docs/sandbox.md)
 STALE_START_S = 120  # a row still `starting` after this lost its worker
 POOL_REFILL_DELAY_S = 0.3
 MAX_FILES_BYTES = 20 * 1024 * 1024
@@ -479,6 +480,7 @@ def sandbox_exec(
     directory = _workdir(workdir)
     extra_env = _env_check(env)
     sandbox = sandbox_access(principal=principal, sandbox_id=sandbox_id)
+    memory_mb = int(sandbox.limits.get("memory_mb") or settings.SANDBOX_DEFAULT_LIMITS["memory_mb"])
     now = timezone.now()
     # Busy is not idle: keep the reaper off for the whole exec.
     Sandbox.objects.filter(pk=sandbox.pk).update(
@@ -498,12 +500,14 @@ def sandbox_exec(
                 workdir=directory,
                 on_output=on_output,
                 cancelled=cancelled,
+                address_space_mb=exec_address_space_mb(sandbox.runtime, memory_mb),
             )
     except runtime.ContainerGone:
+        why = runtime.container_stop_reason(sandbox.container_id)
         sandbox_destroy_row(sandbox, reason="container_vanished")
         raise SandboxError(
             "sandbox_destroyed",
-            f"sandbox {sandbox_id}'s container is gone (stopped outside the platform): create a new one",
+            f"sandbox {sandbox_id} is gone: {why}; create a new one",
             data={"field": "sandbox_id", "reason": "container_vanished"},
         ) from None
     done = timezone.now()
@@ -517,6 +521,18 @@ def sandbox_exec(
                 updates["oom_kills"] = kills
     Sandbox.objects.filter(pk=sandbox.pk).update(**updates)
     return result
+
+
+def exec_address_space_mb(runtime_name: str, memory_mb: int) -> int | None:
+    """Under gVisor, one process may not map more than the sandbox's memory limit less the sentry's headroom.
+
+    The host OOM killer sees a gVisor sandbox as one cgroup and kills the sentry, i.e. the whole sandbox, so a single
+    hog must fail its own allocation first (MemoryError/ENOMEM). Under runc the kernel's OOM killer picks the process
+    itself, and runtimes that reserve large address ranges (V8, the JVM) keep working, so no cap is set there.
+    """
+    if runtime_name != "runsc":
+        return None
+    return max(32, memory_mb - RUNSC_SENTRY_HEADROOM_MB)
 
 
 # ------------------------------------------------------------------------------------------ snapshot

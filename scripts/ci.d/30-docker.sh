@@ -1,14 +1,31 @@
-# Sandbox capability: Docker Engine (+ gVisor runsc registered as a runtime) and the offline-built sandbox image.
+# Sandbox capability: Docker Engine (+ gVisor's runsc, 2024-07 or newer, registered as a runtime) and the offline-built
+# sandbox image.
 # Sourced by .ci/run; idempotent and quiet; a second run takes well under a second.
 # The engine runs without a bridge or iptables rules: sandboxes get no network at all.
 _sandbox_setup() {
   local need=()
   command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
   command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
-  command -v runsc >/dev/null 2>&1 || need+=(runsc)
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  # gVisor: bookworm's runsc (2022-12) stops sandboxes on an early exec; trixie's (2024-07, a static Go binary) works.
+  # Only runsc is taken from trixie (pinned); every other package stays on bookworm.
+  local runsc_date
+  runsc_date=$(runsc --version 2>/dev/null | sed -n '1s/.*~\([0-9]\{8\}\).*/\1/p')
+  if [ "${runsc_date:-0}" -lt 20240729 ]; then
+    cat >/etc/apt/sources.list.d/mcpplat-trixie.sources <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+    printf 'Package: *\nPin: release n=trixie\nPin-Priority: 1\n\nPackage: runsc\nPin: release n=trixie\nPin-Priority: 990\n' \
+      >/etc/apt/preferences.d/mcpplat-trixie
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null
   fi
   if [ ! -f /etc/docker/daemon.json ] && command -v runsc >/dev/null 2>&1; then
     mkdir -p /etc/docker

@@ -155,3 +155,34 @@ def test_cancelling_an_exec_kills_its_process_promptly(agent):
     assert time.monotonic() - started < 4
     after = call(RecordingContext(agent), "sandbox.exec", {"sandbox_id": sandbox_id, "command": "echo ok"})
     assert after["stdout"] == "ok\n"
+
+
+def test_under_gvisor_a_hog_fails_its_allocation_and_a_lost_sandbox_is_reported(agent, settings):
+    # given sandboxes on gVisor (registered by scripts/ci.d/30-docker.sh)
+    settings.SANDBOX_RUNTIME = "runsc"
+    ctx = RecordingContext(agent)
+    limits = {"memory_mb": 128, "pids": 64}
+    sandbox_id = call(ctx, "sandbox.create", {"limits": limits})["sandbox_id"]
+    assert Sandbox.objects.get(pk=sandbox_id).runtime == "runsc"
+    # when one process allocates far past the sandbox's memory
+    hog = call(ctx, "sandbox.exec", {"sandbox_id": sandbox_id, "code": "b = bytearray(1 << 30)"})
+    # then its allocation fails inside the sandbox (RLIMIT_AS), and the sandbox runs on
+    assert hog["exit_code"] == 1
+    assert "MemoryError" in hog["stderr"]
+    assert call(ctx, "sandbox.exec", {"sandbox_id": sandbox_id, "command": "uname -r"})["exit_code"] == 0
+
+    # when many processes together outgrow it (gVisor has no OOM killer of its own: the host stops the sandbox)
+    bomb = "import os\nwhile True:\n  try: os.fork()\n  except OSError: pass"
+    outcome: dict[str, Any] | ToolError
+    try:
+        outcome = call(ctx, "sandbox.exec", {"sandbox_id": sandbox_id, "code": bomb, "timeout_s": 4})
+    except ToolError as exc:
+        outcome = exc
+    # then either the sandbox survived, or the caller is told it is gone and why, and nothing is left running
+    if isinstance(outcome, ToolError):
+        assert outcome.code == "sandbox_destroyed"
+        assert "killed" in str(outcome) or "stopped" in str(outcome)
+        assert Sandbox.objects.get(pk=sandbox_id).state == SandboxState.DESTROYED
+        assert sandbox_id not in {c.sandbox_id for c in runtime.containers_labelled()}
+    else:
+        assert outcome["timed_out"] is True, outcome
