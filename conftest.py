@@ -40,8 +40,14 @@ def start_worker() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start real `rundramatiq` worker processes on the test settings; stopped at the end of the test."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*queues: str, threads: int = 2, db_name: str | None = None) -> subprocess.Popen[bytes]:
-        environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "mcpplat.settings.test", "dramatiq_worker_timeout": "50"}
+    def start(
+        *queues: str, threads: int = 2, db_name: str | None = None, worker_timeout_ms: int = 1000
+    ) -> subprocess.Popen[bytes]:
+        environment = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "mcpplat.settings.test",
+            "dramatiq_worker_timeout": str(worker_timeout_ms),
+        }
         if db_name:
             environment["MCPPLAT_TEST_WORKER_DB"] = db_name
         proc = subprocess.Popen(

@@ -143,9 +143,9 @@ VARIABLES: tuple[Var, ...] = (
     # runs: jobs, runs, retries, scheduler (apps/runs, docs/queues.md)
     Var(
         "DRAMATIQ_WORKER_TIMEOUT_MS",
-        "5",
-        "Longest idle poll back-off of a Redis-broker worker (ms): sets delivery latency (5 ms: p50 ≈ 2.5 ms, "
-        "≈ 13 % of a core per idle worker process; 1000 is Dramatiq's default).",
+        "1000",
+        "Redis broker: how long an idle worker blocks waiting for an enqueue to wake it before it polls anyway (ms). "
+        "Delivery does not wait for it (docs/queues.md); it bounds how late a message without a wake-up is seen.",
         False,
     ),
     Var(
@@ -154,7 +154,13 @@ VARIABLES: tuple[Var, ...] = (
         "Redis broker: a worker silent this long is dead and its unacked messages are requeued.",
         False,
     ),
-    Var("DRAMATIQ_MAINTENANCE_CHANCE", "1000", "Redis broker: broker calls per million that run maintenance.", False),
+    Var(
+        "DRAMATIQ_MAINTENANCE_CHANCE",
+        "10000",
+        "Redis broker: broker calls per million that run maintenance (requeue a dead worker's messages); idle "
+        "workers make about one call per second each.",
+        False,
+    ),
     Var("RUNS_JOB_HEARTBEAT_S", "2", "How often a running job's worker writes its heartbeat (seconds).", False),
     Var(
         "RUNS_JOB_STALE_S",

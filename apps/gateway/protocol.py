@@ -503,6 +503,7 @@ async def _run_queued(
     resumable = call.session is not None and call.emit is not None and bool(call.stream_id)
     if resumable:
         await _job_stream_remember(call, call.job_id)
+    terminal = None
     try:
         async for event in runs.streams.job_events(call.job_id):
             message = job_event_message(call.progress_token, call.log_level, event) if call.emit else None
@@ -512,6 +513,7 @@ async def _run_queued(
                 else:
                     await call.emit(message)
             if event.is_terminal:
+                terminal = event
                 if resumable:
                     call.response_event_id = job_event_id(call.stream_id, event.seq)
                 break
@@ -520,8 +522,11 @@ async def _run_queued(
             db_call(runs.services.job_cancel)(job_id=call.job_id, principal=call.principal, reason="client")
         )
         raise
-    job = await db_call(runs.selectors.job_get)(call.job_id, call.principal)
-    result = runs.mcp_tasks.tool_result_from_job(job)
+    # A success carries its result in the terminal event; errors and cancellations are read from the job row.
+    result = runs.mcp_tasks.tool_result_from_event(call.job_id, terminal) if terminal is not None else None
+    if result is None:
+        job = await db_call(runs.selectors.job_get)(call.job_id, call.principal)
+        result = runs.mcp_tasks.tool_result_from_job(job)
     if result.get("isError"):
         error = (result.get("structuredContent") or {}).get("error") or {}
         call.outcome, call.error_code = "error", error.get("code", "tool_failed")

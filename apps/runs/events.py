@@ -117,6 +117,64 @@ def _store(*, job_id: Id, run_id: Id | None, tool: str, seq: int, kind: str, pay
     return event
 
 
+# The two hot transitions of every queued call, each as ONE statement (its own transaction in autocommit): the job
+# row changes only if its state (and, for the result, the claim) still allows it, and the job event (plus its run
+# mirror when the job belongs to a run) is written with it. Same rows as services._transition_locked writes; when
+# the WHERE does not match, the caller takes that slower, fully checked path.
+_FAST_TRANSITION_SQL = """
+WITH moved AS (
+    UPDATE runs_job SET {assignments}, updated_at = %(now)s, last_event_seq = last_event_seq + 1
+     WHERE id = %(id)s AND {condition}
+ RETURNING *
+), job_event AS (
+    INSERT INTO runs_jobevent (job_id, seq, kind, payload, created_at)
+    SELECT id, last_event_seq, %(kind)s, {payload}, %(now)s FROM moved
+), run_seq AS (
+    UPDATE runs_run SET last_seq = last_seq + 1, updated_at = %(now)s
+     WHERE id = (SELECT run_id FROM moved) RETURNING id, last_seq
+), run_event AS (
+    INSERT INTO runs_runevent (run_id, seq, kind, payload, job_id, created_at)
+    SELECT run_seq.id, run_seq.last_seq, %(run_kind)s,
+           jsonb_build_object('job_id', moved.id::text, 'tool', moved.tool, 'job_seq', moved.last_event_seq)
+             || {payload},
+           moved.id, %(now)s
+      FROM run_seq, moved
+)
+SELECT * FROM moved
+"""
+
+_CLAIM_SQL = _FAST_TRANSITION_SQL.format(
+    assignments="state = 'running', attempts = attempts + 1, worker_id = %(worker)s, next_attempt_at = NULL, "
+    "started_at = COALESCE(started_at, %(now)s), heartbeat_at = %(now)s",
+    condition="state IN ('queued', 'retrying')",
+    payload="jsonb_build_object('state', 'running', 'attempt', moved.attempts)",
+)
+_SUCCEED_SQL = _FAST_TRANSITION_SQL.format(
+    assignments="state = 'succeeded', result = %(result)s::jsonb, finished_at = %(now)s",
+    condition="state = 'running' AND worker_id = %(worker)s",
+    payload="jsonb_build_object('state', 'succeeded', 'result', moved.result)",
+)
+
+
+def job_fast_transition(*, job_id: Id, to: str, worker_id: str, result: dict[str, Any] | None = None) -> Job | None:
+    """queued/retrying → running (`to="running"`) or running → succeeded for the holder of the claim, in one round
+    trip; None when the row does not qualify (then use services.job_transition, which says why)."""
+    now = timezone.now()
+    sql, kind = (_CLAIM_SQL, "state") if to == "running" else (_SUCCEED_SQL, "result")
+    params = {"now": now, "id": job_id, "worker": worker_id, "kind": kind, "run_kind": f"job.{kind}"}
+    if result is not None:
+        params["result"] = json.dumps(result)
+    moved = list(Job.objects.raw(sql, params))
+    if not moved:
+        return None
+    job = moved[0]
+    payload: dict[str, Any] = {"state": to}
+    payload.update({"attempt": job.attempts} if to == "running" else {"result": job.result})
+    event = JobEvent(job_id=job.pk, seq=job.last_event_seq, kind=kind, payload=payload, created_at=now)
+    transaction.on_commit(partial(_publish, event))
+    return job
+
+
 def _publish(event: JobEvent) -> None:
     """XADD after commit. Losing this (Redis down, or a later seq published first) loses nothing: readers fill
     gaps from Postgres."""

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from apps.accounts.principal import Principal
 from apps.gateway.registry import ToolError
 from apps.runs import events, selectors, services, streams
-from apps.runs.models import Id, Job, JobState
+from apps.runs.models import Id, Job, JobEvent, JobEventKind, JobState
 
 Era = Literal["2025-11-25", "2026-07-28"]
 INVALID_PARAMS = -32602
@@ -90,19 +90,30 @@ def tool_result_from_job(job: Job) -> dict[str, Any]:
         raise TaskError(INVALID_PARAMS, f"task {job.pk} is still {STATUS[job.state]}")
     meta = {RELATED_TASK: {"taskId": str(job.pk)}}
     if outcome["ok"]:
-        result = outcome["result"]
-        return {
-            "content": [{"type": "text", "text": json.dumps(result, ensure_ascii=False)}],
-            "structuredContent": result,
-            "isError": False,
-            "_meta": meta,
-        }
+        return _success(job.pk, outcome["result"])
     error = outcome["error"]
     return {
         "content": [{"type": "text", "text": f"{error['code']}: {error['message']}"}],
         "structuredContent": {"error": error},
         "isError": True,
         "_meta": meta,
+    }
+
+
+def tool_result_from_event(job_id: Id, event: JobEvent) -> dict[str, Any] | None:
+    """The CallToolResult of a succeeded job straight from its terminal `result` event, which carries the same
+    result the job row holds (services write both in one statement); None for any other event."""
+    if event.kind != JobEventKind.RESULT or not isinstance(event.payload.get("result"), dict):
+        return None
+    return _success(job_id, event.payload["result"])
+
+
+def _success(job_id: Id, result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "content": [{"type": "text", "text": json.dumps(result, ensure_ascii=False)}],
+        "structuredContent": result,
+        "isError": False,
+        "_meta": {RELATED_TASK: {"taskId": str(job_id)}},
     }
 
 

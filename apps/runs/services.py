@@ -8,6 +8,7 @@ all end in a no-op rather than a second completion.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -126,7 +127,10 @@ def job_submit(
         if existing is not None:
             return _idempotent_replay(existing, digest, idempotency_key)
     try:
-        with transaction.atomic():
+        # Without a run the job row is the only write: one INSERT in autocommit (no BEGIN/COMMIT round trips). In a
+        # caller's transaction a savepoint is still needed, so a lost idempotency race leaves that transaction usable.
+        single = run_id is None and not transaction.get_connection().in_atomic_block
+        with contextlib.nullcontext() if single else transaction.atomic():
             run = run_access(run_id=run_id, principal=principal, lock=False) if run_id else None
             if run is not None and (run.state != RunState.ACTIVE or run.lease_expires_at <= timezone.now()):
                 raise ToolError(
@@ -280,6 +284,9 @@ def _default_event_kind(state: str) -> str:
 def job_claim(*, job_id: str, worker_id: str) -> Job | None:
     """Start an execution: queued/retrying → running, attempts + 1. None when there is nothing to run
     (unknown job, already running elsewhere with a live heartbeat, finished, cancelled)."""
+    claimed = events.job_fast_transition(job_id=job_id, to=JobState.RUNNING, worker_id=worker_id)
+    if claimed is not None:  # the usual case, in one round trip; everything else is decided under the row lock
+        return claimed
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id).first()
         if job is None:
@@ -310,6 +317,9 @@ def job_heartbeat(*, job_id: str, claim: str) -> bool:
 
 def job_succeed(*, job_id: str, claim: str, result: dict[str, Any]) -> Job | None:
     """Record the result; None (and nothing written) when this execution no longer owns the job."""
+    done = events.job_fast_transition(job_id=job_id, to=JobState.SUCCEEDED, worker_id=claim, result=result)
+    if done is not None:
+        return done
     try:
         return job_transition(
             job_id=job_id, to=JobState.SUCCEEDED, claim=claim, result=result, event_payload={"result": result}

@@ -153,7 +153,7 @@ DRAMATIQ_BROKER_URL = env.get("DRAMATIQ_BROKER_URL") or REDIS_URL
 
 _broker_scheme = urlsplit(DRAMATIQ_BROKER_URL).scheme
 if _broker_scheme in {"redis", "rediss", "unix"}:
-    _broker_class = "dramatiq.brokers.redis.RedisBroker"
+    _broker_class = "apps.runs.broker.WakingRedisBroker"  # Dramatiq's RedisBroker + push wake-ups (docs/queues.md)
 elif _broker_scheme in {"amqp", "amqps"}:
     _broker_class = "dramatiq.brokers.rabbitmq.RabbitmqBroker"
 else:
@@ -368,10 +368,10 @@ MCP_AUTHENTICATOR = "apps.accounts.identity"  # module providing `authenticate` 
 MCP_AUDIT_WRITER = "apps.audit.writer"  # module providing `audit_record` and `AuditRecord`
 MCP_CONFORMANCE_FIXTURES = False  # only apps/gateway/conformance/settings.py turns this on
 # ------------------------------------------------------------------------------------ runs (jobs, runs, scheduler)
-# Dramatiq's Redis broker only polls: `worker_timeout` caps the idle back-off and so sets delivery latency
-# (research/spikes.md). Dramatiq reads it from this env var at import, so set it before `rundramatiq` execs.
+# With the waking Redis broker an idle consumer blocks in Redis until an enqueue wakes it; `worker_timeout` is only
+# the fallback poll. Dramatiq reads it from this env var at import, so set it before `rundramatiq` execs.
 os.environ.setdefault("dramatiq_worker_timeout", str(env.get_int("DRAMATIQ_WORKER_TIMEOUT_MS")))
-if _broker_class == "dramatiq.brokers.redis.RedisBroker":
+if _broker_scheme in {"redis", "rediss", "unix"}:
     # A killed worker's unacked messages are requeued by broker maintenance once its heartbeat is this old.
     DRAMATIQ_BROKER["OPTIONS"]["heartbeat_timeout"] = env.get_int("DRAMATIQ_HEARTBEAT_TIMEOUT_MS")  # type: ignore[index]
     DRAMATIQ_BROKER["OPTIONS"]["maintenance_chance"] = env.get_int("DRAMATIQ_MAINTENANCE_CHANCE")  # type: ignore[index]

@@ -85,7 +85,6 @@ def shared_worker(django_db_setup: None, django_db_blocker: Any) -> Iterator[sub
         **os.environ,
         **FAST_RUNTIME_ENV,
         "DJANGO_SETTINGS_MODULE": "mcpplat.settings.test",
-        "dramatiq_worker_timeout": "20",
         "MCPPLAT_TEST_WORKER_DB": db_name,
     }
     proc = subprocess.Popen(
