@@ -35,46 +35,21 @@ import logging  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from apps.runs.tests.processes import Gateway  # noqa: E402
+from benchmarks import harness  # noqa: E402
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
-MODERN = "2026-07-28"
-
 
 def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+    return harness.pct(values, p / 100)
 
 
 def token() -> str:
-    from apps.accounts import services
-    from apps.accounts.models import Role, RoleGrant
-
-    services.role_catalog_seed()
-    role, _ = Role.objects.get_or_create(
-        name="bench-runs", defaults={"description": "benchmarks/runs", "requests_per_minute": 1_000_000}
-    )
-    RoleGrant.objects.get_or_create(role=role, pattern="test.*")
-    account = services.service_account_ensure(name="bench-runs", roles=["bench-runs"])
-    return services.api_token_create(name="bench-runs token", service_account=account).value
+    return harness.service_token("bench-runs", "test.*")
 
 
 def request(tool: str, i: int) -> tuple[dict, dict]:
-    body = {
-        "jsonrpc": "2.0",
-        "id": i,
-        "method": "tools/call",
-        "params": {
-            "name": tool,
-            "arguments": {"i": i},
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": MODERN,
-                "io.modelcontextprotocol/clientCapabilities": {},
-            },
-        },
-    }
-    headers = {"mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": tool}
-    return body, headers
+    return harness.tools_call(tool, {"i": i}, i)
 
 
 def check(response: httpx.Response) -> None:

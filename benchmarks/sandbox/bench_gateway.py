@@ -41,54 +41,29 @@ from django.core.management import call_command  # noqa: E402
 from apps.runs.tests.processes import Gateway  # noqa: E402
 from apps.sandbox import runtime, services  # noqa: E402
 from apps.sandbox.models import Sandbox, SandboxState  # noqa: E402
+from benchmarks.harness import pct, service_token, tools_call  # noqa: E402
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
-MODERN = "2026-07-28"
 CODE = "print(1)"
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def show(name: str, values: list[float]) -> str:
-    line = f"| {name} | {len(values)} | {pct(values, 0.5):.1f} | {pct(values, 0.95):.1f} | {statistics.mean(values):.1f} |"
+    p50, p95, mean = pct(values, 0.5), pct(values, 0.95), statistics.mean(values)
+    line = f"| {name} | {len(values)} | {p50:.1f} | {p95:.1f} | {mean:.1f} |"
     print(line, flush=True)
     return line
 
 
-def token() -> str:
-    from apps.accounts import services as accounts
-    from apps.accounts.models import Role, RoleGrant
-
-    accounts.role_catalog_seed()
-    role, _ = Role.objects.get_or_create(
-        name="bench-sandbox", defaults={"description": "benchmarks/sandbox", "requests_per_minute": 1_000_000}
-    )
-    RoleGrant.objects.get_or_create(role=role, pattern="sandbox.*")
-    account = accounts.service_account_ensure(name="bench-sandbox", roles=["bench-sandbox"])
-    return accounts.api_token_create(name="bench-sandbox token", service_account=account).value
-
-
 def call(client: httpx.Client, tool: str, arguments: dict, i: int) -> dict:
-    body = {
-        "jsonrpc": "2.0",
-        "id": i,
-        "method": "tools/call",
-        "params": {
-            "name": tool,
-            "arguments": arguments,
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": MODERN,
-                "io.modelcontextprotocol/clientCapabilities": {},
-            },
-        },
-    }
-    headers = {"mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": tool}
+    body, headers = tools_call(tool, arguments, i)
     response = client.post("/mcp", json=body, headers=headers)
     assert response.status_code == 200, response.text[:300]
-    result = response.json()["result"]
+    if response.headers["content-type"].startswith("text/event-stream"):  # progress came first: the last message
+        data = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
+        message = next(m for m in map(json.loads, reversed(data)) if m.get("id") == i)
+    else:
+        message = response.json()
+    result = message["result"]
     assert result.get("isError") is False, json.dumps(result)[:400]
     return result["structuredContent"]
 
@@ -110,7 +85,7 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.5)
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
-    bearer = token()
+    bearer = service_token("bench-sandbox", "sandbox.*")
     services.sandbox_reap(refill_pool=False)  # start clean
     settings.SANDBOX_POOL_SIZE = args.pool
     services.pool_refill()
