@@ -58,6 +58,10 @@ CHROMIUM_ARGS = (
 _SPARE_POLICY = DomainPolicy.build(name="unclaimed", allow=())
 
 
+class CallCancelled(Exception):
+    """The caller's job was cancelled while it waited for the browser; the pending browser call was cancelled."""
+
+
 class BrowserUnavailable(Exception):
     """Chromium is missing or cannot start (names the env var / script that fixes it)."""
 
@@ -129,8 +133,14 @@ class BrowserRuntime:
                 self._launch_lock = None
             return self._loop
 
-    def call(self, factory: Callable[[], Awaitable[T]], timeout: float) -> T:
-        """Run a coroutine on the browser loop from any other thread and wait for its result."""
+    def call(
+        self, factory: Callable[[], Awaitable[T]], timeout: float, *, cancelled: Callable[[], bool] | None = None
+    ) -> T:
+        """Run a coroutine on the browser loop from any other thread and wait for its result.
+
+        With `cancelled`, the wait checks it every 0.2 s; when it turns true the coroutine is cancelled on the loop
+        (Playwright aborts its pending call) and CallCancelled is raised, so a cancelled job ends within a second.
+        """
         loop = self._ensure_loop()
         if threading.current_thread() is self._thread:
             raise RuntimeError("runtime.call() from the browser loop itself would deadlock")
@@ -139,11 +149,18 @@ class BrowserRuntime:
             return await factory()
 
         future = asyncio.run_coroutine_threadsafe(run(), loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return future.result(max(0.0, min(remaining, 0.2)) if cancelled is not None else timeout)
+            except TimeoutError:
+                if cancelled is not None and cancelled():
+                    future.cancel()
+                    raise CallCancelled from None
+                if cancelled is None or time.monotonic() >= deadline:
+                    future.cancel()
+                    raise
 
     # ------------------------------------------------------------------------------------- browser
 

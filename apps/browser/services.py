@@ -9,6 +9,7 @@ gone fails with `session_lost`. See docs/browser.md.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import importlib
 import json
@@ -16,7 +17,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,7 +30,7 @@ from django.utils import timezone
 from apps.browser import leases, pages
 from apps.browser.models import BlockedRequest, BrowserPolicy
 from apps.browser.policy import DomainPolicy, PolicyError, parse_target, resolve_checked
-from apps.browser.runtime import BrowserUnavailable, LiveSession, SessionEnded, runtime
+from apps.browser.runtime import BrowserUnavailable, CallCancelled, LiveSession, SessionEnded, runtime
 from apps.gateway.registry import ToolError
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,31 @@ def _timeout() -> float:
 # ----------------------------------------------------------------------------------------- local execution
 
 
+# The running job's cancel check (ToolContext.cancelled), set by the tool layer for the length of one call: every
+# wait on the browser, local or routed to the owning worker, checks it so a cancelled job ends within a second.
+_cancel_probe: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "browser_cancel_probe", default=None
+)
+
+
+@contextlib.contextmanager
+def cancellable(probe: Callable[[], bool] | None) -> Iterator[None]:
+    token = _cancel_probe.set(probe)
+    try:
+        yield
+    finally:
+        _cancel_probe.reset(token)
+
+
+def _cancelled_error(session_id: str) -> ToolError:
+    return ToolError(
+        "cancelled",
+        f"the call was cancelled; its pending browser step on session {session_id} was abandoned (the session stays "
+        "open: check its state with browser.extract)",
+        data={"session": session_id},
+    )
+
+
 def _local(session_id: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
     """Run one operation on a session this process owns. Blocks travel back in `blocks`."""
 
@@ -129,7 +155,9 @@ def _local(session_id: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
             return result
 
     try:
-        result = runtime.call(run, timeout=_timeout())
+        result = runtime.call(run, timeout=_timeout(), cancelled=_cancel_probe.get())
+    except CallCancelled:
+        raise _cancelled_error(session_id) from None
     except SessionEnded as exc:
         leases.lease_release(session_id)
         raise ToolError("session_ended", str(exc), data={"session": session_id}) from None
@@ -223,7 +251,14 @@ def _forward(owner: str, session_id: str, op: str, args: dict[str, Any]) -> dict
     message = {"call": call_id, "session": session_id, "op": op, "args": args, "sent": time.time()}
     client.rpush(leases.inbox_key(owner), json.dumps(message))
     client.expire(leases.inbox_key(owner), 120)
-    answer = client.blpop([leases.reply_key(call_id)], timeout=int(_timeout()) + 5)
+    probe = _cancel_probe.get()
+    deadline = time.monotonic() + _timeout() + 5
+    answer = None
+    while answer is None and time.monotonic() < deadline:
+        answer = client.blpop([leases.reply_key(call_id)], timeout=1 if probe is not None else int(_timeout()) + 5)
+        if answer is None and probe is not None and probe():
+            # The owner finishes the step on its own; its reply expires unread.
+            raise _cancelled_error(session_id)
     if answer is None:
         raise ToolError(
             "browser_timeout", f"the worker holding session {session_id} did not answer in time", retryable=True

@@ -53,9 +53,10 @@ _PAGE = {
     **_QUEUED,
 )
 def browser_open(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    return services.browser_open(
-        principal=ctx.principal, url=args["url"], session_id=args.get("session"), job_id=ctx.job_id
-    )
+    with services.cancellable(ctx.cancel_probe()):
+        return services.browser_open(
+            principal=ctx.principal, url=args["url"], session_id=args.get("session"), job_id=ctx.job_id
+        )
 
 
 @tool(
@@ -89,9 +90,10 @@ def browser_open(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     **_QUEUED,
 )
 def browser_act(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    return services.browser_act(
-        principal=ctx.principal, session_id=args["session"], args=_rest(args), job_id=ctx.job_id
-    )
+    with services.cancellable(ctx.cancel_probe()):
+        return services.browser_act(
+            principal=ctx.principal, session_id=args["session"], args=_rest(args), job_id=ctx.job_id
+        )
 
 
 @tool(
@@ -149,9 +151,10 @@ def browser_act(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     **_QUEUED,
 )
 def browser_extract(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    return services.browser_extract(
-        principal=ctx.principal, session_id=args["session"], args=_rest(args), job_id=ctx.job_id
-    )
+    with services.cancellable(ctx.cancel_probe()):
+        return services.browser_extract(
+            principal=ctx.principal, session_id=args["session"], args=_rest(args), job_id=ctx.job_id
+        )
 
 
 @tool(
@@ -171,9 +174,10 @@ def browser_extract(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     **_QUEUED,
 )
 def browser_trace(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    return services.browser_trace(
-        principal=ctx.principal, session_id=args["session"], action=args["action"], job_id=ctx.job_id
-    )
+    with services.cancellable(ctx.cancel_probe()):
+        return services.browser_trace(
+            principal=ctx.principal, session_id=args["session"], action=args["action"], job_id=ctx.job_id
+        )
 
 
 def _rest(args: dict[str, Any]) -> dict[str, Any]:

@@ -75,6 +75,14 @@ class ToolContext:
     def cancelled(self) -> bool:
         raise NotImplementedError
 
+    def cancel_probe(self) -> Callable[[], bool] | None:
+        """`cancelled` when this context can report cancellation (the job runtime's can), else None."""
+        try:
+            self.cancelled()
+        except NotImplementedError:
+            return None
+        return self.cancelled
+
 
 Handler = Callable[[ToolContext, dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -147,15 +146,6 @@ class _ProgressRelay:
         self.last = time.monotonic()
 
 
-def _cancel_probe(ctx: ToolContext) -> Callable[[], bool] | None:
-    """ctx.cancelled, when this context supports cancellation (the job runtime's does)."""
-    try:
-        ctx.cancelled()
-    except NotImplementedError:
-        return None
-    return ctx.cancelled
-
-
 def _text(data: bytes) -> tuple[str, str]:
     try:
         return data.decode(), "utf-8"
@@ -226,7 +216,7 @@ def sandbox_exec(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         workdir=args.get("workdir"),
         env=args.get("env"),
         on_output=relay,
-        cancelled=_cancel_probe(ctx),
+        cancelled=ctx.cancel_probe(),
     )
     relay.flush()
     if result.cancelled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import zipfile
 
 import pytest
@@ -234,6 +235,45 @@ def test_a_page_that_never_loads_times_out_and_leaks_nothing(browser, ctx, site,
     with pytest.raises(ToolError) as err:
         tools.browser_open(ctx, {"url": site.base + "/never"})
     assert err.value.code == "navigation_timeout"
+    assert set(runtime.sessions) == before
+    assert leases.role_sessions("tester") == []
+
+
+class CancelledAfter(CallContext):
+    """A job context whose cancel request arrives `after` seconds into the call."""
+
+    def __init__(self, principal, after: float):
+        super().__init__(principal)
+        self.at = time.monotonic() + after
+
+    def cancelled(self) -> bool:
+        return time.monotonic() >= self.at
+
+
+def test_a_cancelled_call_stops_waiting_for_the_page_within_a_second(browser, ctx, site, settings):
+    # given a session, and a navigation that would hang for its full 30 s timeout
+    settings.BROWSER_NAVIGATION_TIMEOUT_MS = 30_000
+    session = tools.browser_open(ctx, {"url": site.base + "/"})["session"]
+    cancelling = CancelledAfter(ctx.principal, after=0.5)
+    started = time.monotonic()
+    # when the job is cancelled half a second in
+    with pytest.raises(ToolError) as err:
+        tools.browser_open(cancelling, {"url": site.base + "/never", "session": session})
+    # then the call ends as cancelled at once, and the session still serves the next call
+    assert err.value.code == "cancelled"
+    assert time.monotonic() - started < 1.5
+    assert "Welcome" in tools.browser_open(ctx, {"url": site.base + "/", "session": session})["snapshot"]
+
+
+def test_a_cancelled_new_session_is_closed_not_leaked(browser, ctx, site, settings):
+    # given no session yet and a first page that hangs
+    settings.BROWSER_NAVIGATION_TIMEOUT_MS = 30_000
+    before = set(runtime.sessions)
+    # when the job is cancelled while the first navigation waits
+    with pytest.raises(ToolError) as err:
+        tools.browser_open(CancelledAfter(ctx.principal, after=0.3), {"url": site.base + "/never"})
+    # then the half-opened session is gone with its lease
+    assert err.value.code == "cancelled"
     assert set(runtime.sessions) == before
     assert leases.role_sessions("tester") == []
 
