@@ -123,6 +123,19 @@ VARIABLES: tuple[Var, ...] = (
     ),
     Var("MCP_MAX_BODY_BYTES", "4194304", "Largest `/mcp` request body accepted (bytes); bigger gets 413.", False),
     Var(
+        "MCP_AUTH_FAILURES_PER_MINUTE",
+        "60",
+        "Failed authentications one client address may make per minute before its requests are refused (429) "
+        "without being verified; 0 turns the limit off. Counted across gateway replicas.",
+        False,
+    ),
+    Var(
+        "AUTH_FAILURE_CACHE_S",
+        "30",
+        "Seconds a credential that failed is refused from memory, without a database lookup or JWT verification.",
+        False,
+    ),
+    Var(
         "MCP_RATE_LIMIT_TOOL",
         "300/60",
         "Bucket per caller and tool, `COUNT/SECONDS`, for callers whose roles set a rate limit (roles set the caller's "

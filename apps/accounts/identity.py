@@ -27,6 +27,7 @@ from urllib.parse import quote
 import jwt
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
 from apps.accounts import tokens
@@ -48,14 +49,24 @@ _JWT_LEEWAY_SECONDS = 30
 
 
 class AuthError(Exception):
-    """Authentication failed (401) or the caller may not proceed (403). `www_authenticate` goes in the header."""
+    """Authentication failed (401), the caller may not proceed (403), or its address failed too often (429).
+    `www_authenticate` goes in the header."""
 
-    def __init__(self, status: int, code: str, message: str, www_authenticate: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        www_authenticate: str | None = None,
+        *,
+        retry_after_s: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.www_authenticate = www_authenticate
+        self.retry_after_s = retry_after_s  # 429: when the client may try again
 
     def __repr__(self) -> str:
         return f"AuthError({self.status}, {self.code!r}, {self.message!r})"
@@ -109,8 +120,9 @@ _cache: dict[str, tuple[float, Principal]] = {}
 
 
 def identity_cache_clear() -> None:
-    """Forget every verified credential of this process (tests; a local revocation)."""
+    """Forget every verified and every failed credential of this process (tests; a local revocation)."""
     _cache.clear()
+    _failed.clear()
 
 
 def _remember(key: str, principal: Principal, ttl: float) -> None:
@@ -153,24 +165,70 @@ async def _verify_once(key: str, verify: Callable[[], Awaitable[tuple[Principal,
 # -------------------------------------------------------------------------------------- entry point
 
 
+# ---------------------------------------------------------------------------------- failed credentials
+#
+# A credential that failed is answered from memory for AUTH_FAILURE_CACHE_S (no database lookup, no JWT work), and a
+# client host that sent MCP_AUTH_FAILURES_PER_MINUTE failing credentials in the current minute is refused (429)
+# before anything is verified, in every gateway replica (the count is in the shared cache). Valid credentials never
+# touch either: they are answered from the positive cache above.
+
+_failed: dict[str, tuple[float, AuthError]] = {}
+
+
+def _failure_key(client_host: str | None) -> str:
+    return f"mcpplat:authfail:{client_host or 'unknown'}:{int(time.time() // 60)}"
+
+
+async def _host_refused(client_host: str | None) -> AuthError | None:
+    limit = settings.MCP_AUTH_FAILURES_PER_MINUTE
+    if limit <= 0:
+        return None
+    try:
+        failures = await cache.aget(_failure_key(client_host)) or 0
+    except Exception:  # noqa: BLE001 - the cache (Redis) down must not lock everyone out; the rate limits still apply
+        return None
+    if failures < limit:
+        return None
+    retry_after = 60 - int(time.time() % 60)
+    return AuthError(
+        429,
+        "too_many_failed_authentications",
+        f"{failures} failed authentications from {client_host or 'this client'} this minute: retry in {retry_after} s "
+        "with a valid credential",
+        retry_after_s=retry_after,
+    )
+
+
+async def _failure_note(authorization: str, client_host: str | None, error: AuthError) -> None:
+    if len(_failed) >= _CACHE_MAX:
+        _failed.clear()
+    _failed[authorization] = (time.monotonic() + settings.AUTH_FAILURE_CACHE_S, error)
+    key = _failure_key(client_host)
+    try:
+        await cache.aadd(key, 0, 120)
+        await cache.aincr(key)
+    except Exception:  # noqa: BLE001 - counting is best effort (see _host_refused)
+        log.warning("could not count a failed authentication from %s", client_host)
+
+
 async def authenticate(headers: Mapping[str, str], *, client_host: str | None) -> Principal:
-    """The caller of a request (header names lower-cased), or AuthError (401/403) saying why not."""
+    """The caller of a request (header names lower-cased), or AuthError (401/403/429) saying why not."""
     authorization = headers.get("authorization")
     if authorization is not None:
         hit = _cache.get(authorization)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        scheme, _, credential = authorization.strip().partition(" ")
-        credential = credential.strip()
-        if scheme.lower() != "bearer" or not credential:
-            raise unauthorized(
-                "the Authorization header must be 'Bearer <token>' (an mcpp_ API token or an OAuth access token)"
-            )
-        if credential.startswith(tokens.PREFIX):
-            return await _verify_once(authorization, lambda: sync_to_async(_api_token_principal)(credential))
-        if credential.count(".") == 2:
-            return await _verify_once(authorization, lambda: _jwt_principal(credential))
-        raise unauthorized("the bearer token is neither an mcpplat API token (mcpp_…) nor a JWT")
+        failed = _failed.get(authorization)
+        if failed is not None and failed[0] > time.monotonic():
+            raise failed[1]
+        if (refused := await _host_refused(client_host)) is not None:
+            raise refused
+        try:
+            return await _authenticate_bearer(authorization)
+        except AuthError as exc:
+            if exc.status == 401:
+                await _failure_note(authorization, client_host, exc)
+            raise
     login = headers.get("tailscale-user-login")
     if login is not None:
         return await _tailnet_principal(login, client_host)
@@ -181,6 +239,20 @@ async def authenticate(headers: Mapping[str, str], *, client_host: str | None) -
         "`manage.py create_api_token` or in the admin)",
         code="unauthorized",
     )
+
+
+async def _authenticate_bearer(authorization: str) -> Principal:
+    scheme, _, credential = authorization.strip().partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        raise unauthorized(
+            "the Authorization header must be 'Bearer <token>' (an mcpp_ API token or an OAuth access token)"
+        )
+    if credential.startswith(tokens.PREFIX):
+        return await _verify_once(authorization, lambda: sync_to_async(_api_token_principal)(credential))
+    if credential.count(".") == 2:
+        return await _verify_once(authorization, lambda: _jwt_principal(credential))
+    raise unauthorized("the bearer token is neither an mcpplat API token (mcpp_…) nor a JWT")
 
 
 # ---------------------------------------------------------------------------------------- API tokens

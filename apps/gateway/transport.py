@@ -258,8 +258,12 @@ async def _authenticate(ex: Exchange, protocol_version: str | None) -> Any | Non
         return await module.authenticate(ex.headers, client_host=ex.client_host)
     except module.AuthError as exc:
         headers = [(b"www-authenticate", exc.www_authenticate.encode())] if exc.www_authenticate else []
-        code = errors.UNAUTHENTICATED if exc.status == 401 else errors.PERMISSION_DENIED
-        error = RpcError(code, exc.message, {"reason": exc.code}, outcome="denied")
+        code = errors.PERMISSION_DENIED if exc.status == 403 else errors.UNAUTHENTICATED
+        data: dict[str, Any] = {"reason": exc.code}
+        if retry_after := getattr(exc, "retry_after_s", None):
+            headers.append((b"retry-after", str(retry_after).encode()))
+            data["retryAfterMs"] = retry_after * 1000
+        error = RpcError(code, exc.message, data, outcome="denied")
         await _refuse(ex, exc.status, error, protocol_version=protocol_version, headers=headers)
         return None
 

@@ -7,6 +7,8 @@ from mcpplat.settings.base import *  # noqa: F403
 from mcpplat.settings.base import REDIS_URL, USE_EMBEDDED_REDIS, VAR_PATHS
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests never store real passwords
+# The suite fails authentication on purpose from 127.0.0.1 all the time; the limit's own test sets it low.
+MCP_AUTH_FAILURES_PER_MINUTE = 0
 
 # Keep the suite's keys away from a platform running from the same checkout (`make run` uses db 0).
 if USE_EMBEDDED_REDIS:

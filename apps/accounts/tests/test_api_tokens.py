@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -186,3 +187,35 @@ def test_concurrent_first_uses_of_a_token_share_one_verification(bot, django_ass
         identities = async_to_sync(burst)()
     # then they all get the same principal from a single verification
     assert len(identities) == 1
+
+
+def test_a_failed_credential_is_refused_from_memory_without_a_lookup(bot, django_assert_num_queries):
+    # given a token value that does not exist, refused once
+    unknown = bearer("mcpp_abcdefghijkl_" + "x" * 43)
+    with pytest.raises(AuthError) as first:
+        authenticate_sync(unknown)
+    # when it is presented again
+    with django_assert_num_queries(0), pytest.raises(AuthError) as again:
+        authenticate_sync(unknown)
+    # then the same refusal comes back without touching the database
+    assert again.value.message == first.value.message
+    assert again.value.status == 401
+
+
+def test_an_address_that_fails_too_often_is_refused_before_verification(bot, settings, redis_client):
+    # given a limit of 3 failed authentications per address and minute
+    settings.MCP_AUTH_FAILURES_PER_MINUTE = 3
+    if time.time() % 60 > 58:  # the count is per clock minute: do not straddle one
+        time.sleep(2.5)
+    good = bearer(api_token_create(name="ci", service_account=bot).value)
+    for i in range(3):
+        with pytest.raises(AuthError):
+            authenticate_sync(bearer(f"mcpp_abcdefghijk{i}_" + "x" * 43), client_host="192.0.2.7")
+    # when that address presents even a valid (not yet cached) token
+    with pytest.raises(AuthError) as refused:
+        authenticate_sync(good, client_host="192.0.2.7")
+    # then it is refused with 429 and when to retry, while another address is served
+    assert refused.value.status == 429
+    assert refused.value.code == "too_many_failed_authentications"
+    assert 0 < refused.value.retry_after_s <= 60
+    assert authenticate_sync(good, client_host="192.0.2.8").kind == "service"

@@ -84,3 +84,42 @@ async def test_unconfigured_origin_is_forbidden(cors_origin):
     assert status == 403
     assert "access-control-allow-origin" not in headers
     assert b"MCP_ALLOWED_ORIGINS" in body
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_address_over_its_failed_authentication_limit_gets_429_with_retry_after(settings, redis_client):
+    # given a limit of 2 failed authentications per address and minute, both used up
+    import json
+    import time
+
+    from apps.accounts.identity import identity_cache_clear
+    from apps.audit.models import AuditEvent
+
+    settings.MCP_AUTH_FAILURES_PER_MINUTE = 2
+    identity_cache_clear()
+    if time.time() % 60 > 58:  # the count is per clock minute: do not straddle one
+        time.sleep(2.5)
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
+
+    def headers(token: str) -> dict[str, str]:
+        return {
+            "host": "127.0.0.1:8000",
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            "mcp-protocol-version": "2025-11-25",
+            "authorization": f"Bearer mcpp_{token}_" + "x" * 43,
+        }
+
+    for token in ("aaaaaaaaaaaa", "bbbbbbbbbbbb"):
+        assert (await call_app("POST", headers(token), body))[0] == 401
+    # when a third, different credential comes from the same address
+    status, out, payload = await call_app("POST", headers("cccccccccccc"), body)
+    # then it is refused before verification, says when to retry, and the denial is audited
+    assert status == 429
+    assert 0 < int(out["retry-after"]) <= 60
+    error = json.loads(payload)["error"]
+    assert error["data"]["reason"] == "too_many_failed_authentications"
+    assert await AuditEvent.objects.filter(
+        error_code="unauthenticated", detail__contains="failed authentications"
+    ).aexists()
+    identity_cache_clear()
