@@ -175,6 +175,11 @@ async def _verify_once(key: str, verify: Callable[[], Awaitable[tuple[Principal,
 _failed: dict[str, tuple[float, AuthError]] = {}
 
 
+def _failed_key(authorization: str) -> str:
+    """Failed credentials are remembered by digest: whatever size a caller sends, an entry stays 64 bytes."""
+    return hashlib.sha256(authorization.encode()).hexdigest()
+
+
 def _failure_key(client_host: str | None) -> str:
     return f"mcpplat:authfail:{client_host or 'unknown'}:{int(time.time() // 60)}"
 
@@ -202,7 +207,7 @@ async def _host_refused(client_host: str | None) -> AuthError | None:
 async def _failure_note(authorization: str, client_host: str | None, error: AuthError) -> None:
     if len(_failed) >= _CACHE_MAX:
         _failed.clear()
-    _failed[authorization] = (time.monotonic() + settings.AUTH_FAILURE_CACHE_S, error)
+    _failed[_failed_key(authorization)] = (time.monotonic() + settings.AUTH_FAILURE_CACHE_S, error)
     key = _failure_key(client_host)
     try:
         await cache.aadd(key, 0, 120)
@@ -218,7 +223,7 @@ async def authenticate(headers: Mapping[str, str], *, client_host: str | None) -
         hit = _cache.get(authorization)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        failed = _failed.get(authorization)
+        failed = _failed.get(_failed_key(authorization))
         if failed is not None and failed[0] > time.monotonic():
             raise failed[1]
         if (refused := await _host_refused(client_host)) is not None:
