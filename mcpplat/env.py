@@ -227,7 +227,8 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "SANDBOX_RUNTIME",
         "runc",
-        "Container runtime for sandboxes: `runc`, or gVisor `runsc` (registered in daemon.json).",
+        "Container runtime for sandboxes: `runc`, or gVisor `runsc` (2024-07 or newer, registered in daemon.json by "
+        "scripts/ci.d/30-docker.sh; differences in docs/sandbox.md).",
         False,
     ),
     Var(
