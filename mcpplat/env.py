@@ -125,14 +125,14 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MCP_AUTH_FAILURES_PER_MINUTE",
         "60",
-        "Failed authentications one client address may make per minute before its requests are refused (429) "
-        "without being verified; 0 turns the limit off. Counted across gateway replicas.",
+        "Failed authentications one remote (non-loopback) client address may make per minute before its requests "
+        "are refused (429) without being verified; 0 turns the limit off. Counted across gateway replicas.",
         False,
     ),
     Var(
         "AUTH_FAILURE_CACHE_S",
         "30",
-        "Seconds a credential that failed is refused from memory, without a database lookup or JWT verification.",
+        "Seconds an unknown or malformed credential is refused from memory, without a database lookup.",
         False,
     ),
     Var(

@@ -67,6 +67,8 @@ class AuthError(Exception):
         self.message = message
         self.www_authenticate = www_authenticate
         self.retry_after_s = retry_after_s  # 429: when the client may try again
+        # True when the credential can never become valid (unknown or malformed): safe to refuse from memory.
+        self.permanent = False
 
     def __repr__(self) -> str:
         return f"AuthError({self.status}, {self.code!r}, {self.message!r})"
@@ -100,6 +102,11 @@ def unauthorized(message: str, *, code: str = "invalid_token") -> AuthError:
     """401 for a missing, malformed, unknown, expired or revoked credential."""
     error = None if code == "unauthorized" else "invalid_token"
     return AuthError(401, code, message, challenge(error=error, description=message if error else None))
+
+
+def _permanent(error: AuthError) -> AuthError:
+    error.permanent = True
+    return error
 
 
 def insufficient_scope(scope: str, message: str | None = None) -> AuthError:
@@ -167,10 +174,11 @@ async def _verify_once(key: str, verify: Callable[[], Awaitable[tuple[Principal,
 
 # ---------------------------------------------------------------------------------- failed credentials
 #
-# A credential that failed is answered from memory for AUTH_FAILURE_CACHE_S (no database lookup, no JWT work), and a
-# client host that sent MCP_AUTH_FAILURES_PER_MINUTE failing credentials in the current minute is refused (429)
-# before anything is verified, in every gateway replica (the count is in the shared cache). Valid credentials never
-# touch either: they are answered from the positive cache above.
+# A credential that can never become valid (unknown or malformed) is answered from memory for AUTH_FAILURE_CACHE_S
+# (no database lookup); revoked, expired or deactivated ones are checked again each time, since staff can undo the
+# last. A remote (non-loopback) address that sent MCP_AUTH_FAILURES_PER_MINUTE failing credentials in the current
+# minute is refused (429) before anything is verified, in every gateway replica (the count is in the shared cache).
+# Valid credentials touch neither: they are answered from the positive cache above.
 
 _failed: dict[str, tuple[float, AuthError]] = {}
 
@@ -184,9 +192,21 @@ def _failure_key(client_host: str | None) -> str:
     return f"mcpplat:authfail:{client_host or 'unknown'}:{int(time.time() // 60)}"
 
 
+def _limited(client_host: str | None) -> bool:
+    """Loopback callers are local processes (and every test harness): the failure limit is for remote addresses."""
+    if settings.MCP_AUTH_FAILURES_PER_MINUTE <= 0:
+        return False
+    if not client_host:
+        return True
+    try:
+        return not ipaddress.ip_address(client_host).is_loopback
+    except ValueError:
+        return True
+
+
 async def _host_refused(client_host: str | None) -> AuthError | None:
     limit = settings.MCP_AUTH_FAILURES_PER_MINUTE
-    if limit <= 0:
+    if not _limited(client_host):
         return None
     try:
         failures = await cache.aget(_failure_key(client_host)) or 0
@@ -205,9 +225,12 @@ async def _host_refused(client_host: str | None) -> AuthError | None:
 
 
 async def _failure_note(authorization: str, client_host: str | None, error: AuthError) -> None:
-    if len(_failed) >= _CACHE_MAX:
-        _failed.clear()
-    _failed[_failed_key(authorization)] = (time.monotonic() + settings.AUTH_FAILURE_CACHE_S, error)
+    if error.permanent:
+        if len(_failed) >= _CACHE_MAX:
+            _failed.clear()
+        _failed[_failed_key(authorization)] = (time.monotonic() + settings.AUTH_FAILURE_CACHE_S, error)
+    if not _limited(client_host):
+        return
     key = _failure_key(client_host)
     try:
         await cache.aadd(key, 0, 120)
@@ -250,14 +273,16 @@ async def _authenticate_bearer(authorization: str) -> Principal:
     scheme, _, credential = authorization.strip().partition(" ")
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential:
-        raise unauthorized(
-            "the Authorization header must be 'Bearer <token>' (an mcpp_ API token or an OAuth access token)"
+        raise _permanent(
+            unauthorized(
+                "the Authorization header must be 'Bearer <token>' (an mcpp_ API token or an OAuth access token)"
+            )
         )
     if credential.startswith(tokens.PREFIX):
         return await _verify_once(authorization, lambda: sync_to_async(_api_token_principal)(credential))
     if credential.count(".") == 2:
         return await _verify_once(authorization, lambda: _jwt_principal(credential))
-    raise unauthorized("the bearer token is neither an mcpplat API token (mcpp_…) nor a JWT")
+    raise _permanent(unauthorized("the bearer token is neither an mcpplat API token (mcpp_…) nor a JWT"))
 
 
 # ---------------------------------------------------------------------------------------- API tokens
@@ -266,10 +291,12 @@ async def _authenticate_bearer(authorization: str) -> Principal:
 def _api_token_principal(credential: str) -> tuple[Principal, float]:
     parsed = tokens.parse(credential)
     if parsed is None:
-        raise unauthorized("malformed API token: expected mcpp_<12 characters>_<secret>")
+        raise _permanent(unauthorized("malformed API token: expected mcpp_<12 characters>_<secret>"))
     token = ApiToken.objects.select_related("user", "service_account").filter(public_id=parsed.public_id).first()
     if token is None or not tokens.secret_matches(parsed.secret, token.secret_hash):
-        raise unauthorized(f"unknown API token mcpp_{parsed.public_id}: check it was copied whole, or create a new one")
+        raise _permanent(
+            unauthorized(f"unknown API token mcpp_{parsed.public_id}: check it was copied whole, or create a new one")
+        )
     now = timezone.now()
     if token.revoked_at is not None:
         raise unauthorized(f"API token {token.prefix} was revoked at {token.revoked_at:%Y-%m-%d %H:%M} UTC")

@@ -102,7 +102,7 @@ CATALOG: tuple[ErrorSpec, ...] = (
         401,
         "Missing, invalid, expired or revoked credentials. The response carries `WWW-Authenticate: Bearer "
         'resource_metadata="…"`. With HTTP 429, `Retry-After` and `data.reason` = `too_many_failed_authentications`: '
-        "the client address failed `MCP_AUTH_FAILURES_PER_MINUTE` times this minute and is refused unverified.",
+        "the remote client address failed `MCP_AUTH_FAILURES_PER_MINUTE` times this minute and is refused unverified.",
     ),
     ErrorSpec(
         PERMISSION_DENIED,

@@ -219,3 +219,15 @@ def test_an_address_that_fails_too_often_is_refused_before_verification(bot, set
     assert refused.value.code == "too_many_failed_authentications"
     assert 0 < refused.value.retry_after_s <= 60
     assert authenticate_sync(good, client_host="192.0.2.8").kind == "service"
+
+
+def test_a_revoked_token_is_checked_again_each_time_not_cached(bot):
+    # given a token that fails because it was revoked
+    issued = api_token_create(name="ci", service_account=bot)
+    api_token_revoke(token=issued.token)
+    with pytest.raises(AuthError):
+        authenticate_sync(bearer(issued.value))
+    # when staff undo the revocation
+    ApiToken.objects.filter(pk=issued.token.pk).update(revoked_at=None)
+    # then the next request is verified afresh and succeeds
+    assert authenticate_sync(bearer(issued.value)).kind == "service"

@@ -8,13 +8,15 @@ from apps.gateway import config
 from apps.gateway.transport import app
 
 
-async def call_app(method: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+async def call_app(
+    method: str, headers: dict[str, str], body: bytes = b"", client: str = "127.0.0.1"
+) -> tuple[int, dict[str, str], bytes]:
     scope = {
         "type": "http",
         "method": method,
         "path": "/mcp",
         "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 40000),
+        "client": (client, 40000),
     }
     messages = [{"type": "http.request", "body": body, "more_body": False}]
     sent: list[dict] = []
@@ -110,13 +112,16 @@ async def test_an_address_over_its_failed_authentication_limit_gets_429_with_ret
             "authorization": f"Bearer mcpp_{token}_" + "x" * 43,
         }
 
+    remote = "192.0.2.10"  # a TEST-NET address in the ASGI scope: nothing is sent anywhere
     for token in ("aaaaaaaaaaaa", "bbbbbbbbbbbb"):
-        assert (await call_app("POST", headers(token), body))[0] == 401
-    # when a third, different credential comes from the same address
-    status, out, payload = await call_app("POST", headers("cccccccccccc"), body)
+        assert (await call_app("POST", headers(token), body, client=remote))[0] == 401
+    # when a third, different credential comes from the same address, and one from loopback
+    status, out, payload = await call_app("POST", headers("cccccccccccc"), body, client=remote)
+    local = await call_app("POST", headers("dddddddddddd"), body)
     # then it is refused before verification, says when to retry, and the denial is audited
     assert status == 429
     assert 0 < int(out["retry-after"]) <= 60
+    assert local[0] == 401  # loopback callers are local processes: never locked out
     error = json.loads(payload)["error"]
     assert error["data"]["reason"] == "too_many_failed_authentications"
     assert await AuditEvent.objects.filter(
