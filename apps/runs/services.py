@@ -1,4 +1,7 @@
-"""Writes for jobs and runs. Every state change of a job goes through `job_transition`.
+"""Writes for jobs and runs. Every state change of a job goes through `job_transition`, except the two hot ones of
+every queued call — claim (queued/retrying → running) and result (running → succeeded for the claim holder) — which
+first try `events.job_fast_transition`: one conditional UPDATE … RETURNING that writes the same rows and events, and
+falls back to `job_transition` whenever its WHERE does not match.
 
 Exactly-once completion: a worker claims a job (queued/retrying → running) under the row lock and gets a claim
 token (`worker_id`); only the holder of the current claim can complete the job, and a terminal state never
@@ -229,7 +232,7 @@ def job_transition(
     event_payload: dict[str, Any] | None = None,
     **changes: Any,
 ) -> Job:
-    """Move a job to `to` under its row lock, or raise JobStateError. The one place job state changes.
+    """Move a job to `to` under its row lock, or raise JobStateError (the checked path for every transition).
 
     `claim`: when given, the job must still be held by that claim token (a worker's execution).
     Writes the matching job event (terminal kinds for terminal states, `state` otherwise) in the same transaction.
