@@ -27,11 +27,19 @@ SOURCES
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null
   fi
-  if [ ! -f /etc/docker/daemon.json ] && command -v runsc >/dev/null 2>&1; then
-    mkdir -p /etc/docker
+  if command -v runsc >/dev/null 2>&1; then
+    # Register runsc in daemon.json, keeping whatever else is there.
     # --network=none: sandboxes never have a network, and runsc refuses a root-namespace network otherwise.
-    echo '{"runtimes": {"runsc": {"path": "'"$(command -v runsc)"'", "runtimeArgs": ["--network=none"]}}}' \
-      >/etc/docker/daemon.json
+    mkdir -p /etc/docker
+    python3 - "$(command -v runsc)" <<'PY'
+import json, pathlib, sys
+path = pathlib.Path("/etc/docker/daemon.json")
+config = json.loads(path.read_text() or "{}") if path.exists() else {}
+wanted = {"path": sys.argv[1], "runtimeArgs": ["--network=none"]}
+if config.get("runtimes", {}).get("runsc") != wanted:
+    config.setdefault("runtimes", {})["runsc"] = wanted
+    path.write_text(json.dumps(config, indent=2) + "\n")
+PY
   fi
   if ! docker version >/dev/null 2>&1; then
     nohup dockerd --bridge=none --iptables=false >/var/log/dockerd.log 2>&1 &
@@ -39,6 +47,15 @@ SOURCES
     until docker version >/dev/null 2>&1; do
       n=$((n + 1))
       if [ $n -gt 100 ]; then echo "30-docker: dockerd did not start; see /var/log/dockerd.log" >&2; return 1; fi
+      sleep 0.2
+    done
+  elif command -v runsc >/dev/null 2>&1 && ! docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; then
+    # A dockerd that was already running reloads its runtimes on SIGHUP.
+    pkill -HUP -x dockerd || true
+    local n=0
+    until docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; do
+      n=$((n + 1))
+      if [ $n -gt 50 ]; then echo "30-docker: dockerd did not register runsc; see its log" >&2; return 1; fi
       sleep 0.2
     done
   fi
