@@ -248,7 +248,8 @@ async def authenticate(headers: Mapping[str, str], *, client_host: str | None) -
             return hit[1]
         failed = _failed.get(_failed_key(authorization))
         if failed is not None and failed[0] > time.monotonic():
-            raise failed[1]
+            known = failed[1]  # a fresh exception each time: re-raising one instance would grow its traceback
+            raise AuthError(known.status, known.code, known.message, known.www_authenticate)
         if (refused := await _host_refused(client_host)) is not None:
             raise refused
         try:
