@@ -42,9 +42,7 @@ def test_an_idle_worker_is_woken_long_before_its_fallback_poll(redis_client, sta
     time.sleep(0.5)  # now blocked in BLPOP
     # when a burst of messages is enqueued
     keys = [f"echo:{uuid.uuid4()}" for _ in range(5)]
-    sent = time.monotonic()
     for key in keys:
         broker_echo.send(key, "2")
-    # then all of them ran well before the 60 s poll could have found them
+    # then all of them ran well before the 60 s poll could have found them (wait_for raises after 20 s)
     wait_for(lambda: all(redis_client.get(key) for key in keys), timeout=20)
-    assert time.monotonic() - sent < 20
