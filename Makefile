@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: help venv install install-dev run test lint format typecheck requirements env-docs clean
+.PHONY: help venv install install-dev provision run test lint format typecheck requirements env-docs clean
 
 help:
 	@echo "make run        start the platform (embedded PostgreSQL + Redis unless DATABASE_URL / REDIS_URL are set)"
@@ -14,17 +14,19 @@ help:
 	@echo "make sandbox-image  build the default sandbox image offline (FORCE=1 rebuilds)"
 
 install:
-	@scripts/venv.sh base
+	@scripts/venv.sh run
 
 install-dev:
 	@scripts/venv.sh dev
 
 venv: install-dev
 
-run: install
+run:
+	@scripts/provision.sh run
 	@$(PY) manage.py run_platform
 
-test: install-dev
+test:
+	@scripts/provision.sh test
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-dev
@@ -42,6 +44,7 @@ typecheck: install-dev
 requirements: install-dev
 	.venv/bin/uv pip compile -q --python .venv/bin/python requirements/base.in -o requirements/base.txt
 	.venv/bin/uv pip compile -q --python .venv/bin/python requirements/memory.in -o requirements/memory.txt
+	.venv/bin/uv pip compile -q --python .venv/bin/python requirements/run.in -o requirements/run.txt
 	.venv/bin/uv pip compile -q --python .venv/bin/python requirements/dev.in -o requirements/dev.txt
 
 env-docs: install

@@ -26,6 +26,12 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from mcpplat.routing import http_router, websocket_urlpatterns  # noqa: E402
 
+if settings.EMBEDDING_WARM_AT_START:
+    # memory.search embeds its query in this process: load the model before the first request, not during it.
+    from apps.memory.middleware import warm_embeddings
+
+    warm_embeddings(resume=False)
+
 application = ProtocolTypeRouter(
     {
         "http": http_router(django_http),  # type: ignore[arg-type]

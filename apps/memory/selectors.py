@@ -165,16 +165,18 @@ def _vector_candidates(
     filters: MemoryFilters, query_vector: list[float], limit: int, min_similarity: float | None
 ) -> list[tuple[Any, float]]:
     where, params = filters.sql()
+    # Only vectors of the query's model: two models' vectors are not comparable (`reembed` moves old ones over).
     sql = (
         f"SELECT m.id, m.embedding <=> %s::vector AS distance FROM memory_memory m "  # noqa: S608 - clauses are ours
-        f"WHERE {where} AND m.embedding IS NOT NULL ORDER BY distance LIMIT %s"
+        f"WHERE {where} AND m.embedding IS NOT NULL AND m.embedding_model = %s ORDER BY distance LIMIT %s"
     )
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT set_config('hnsw.ef_search', %s, true)", [str(max(settings.MEMORY_HNSW_EF_SEARCH, limit))]
         )
         cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-        cursor.execute(sql, [vector_literal(query_vector), *params, limit])
+        model = embeddings.model_id(embeddings.backend())
+        cursor.execute(sql, [vector_literal(query_vector), *params, model, limit])
         rows = cursor.fetchall()
     # relaxed_order may return neighbours slightly out of order: sort again, then gate on similarity.
     ranked = sorted(((row[0], 1.0 - float(row[1])) for row in rows), key=lambda item: -item[1])

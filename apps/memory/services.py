@@ -23,7 +23,9 @@ from django.utils import timezone
 from apps.memory import embeddings
 from apps.memory.models import EmbeddingState, Memory
 
-# After this many failed tries of an unavailable backend a pending memory is marked failed (reembed retries it).
+# After this many failed tries of a backend that is installed but erroring (an unreachable EMBEDDING_URL, say) a
+# pending memory is marked failed (`reembed` retries it). A backend that is not installed at all is not a failure
+# of the memory: it stays pending and is embedded once a worker with the backend starts (`memory_embed_resume`).
 MAX_EMBEDDING_ATTEMPTS = 5
 MAX_METADATA_BYTES = 16_384
 _KIND = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -178,6 +180,10 @@ def memory_embed_batch(*, batch_size: int, namespace: str | None = None) -> Embe
         embedder = embeddings.backend()
         try:
             vectors = embedder.embed([row.content for row in rows])
+        except embeddings.EmbeddingBackendMissing as exc:
+            # Nothing to count against the memories: they wait, pending, for a worker that has the backend.
+            Memory.objects.filter(pk__in=[row.pk for row in rows]).update(embedding_error=str(exc))
+            error = exc
         except embeddings.EmbeddingError as exc:
             error = exc
             for row in rows:
@@ -215,6 +221,33 @@ def memory_embed_pending(*, batch_size: int | None = None, max_items: int | None
         if report.embedded + report.failed == 0:
             break
     return total
+
+
+# Failures recorded by earlier versions for a backend that was merely absent or still loading: not the memory's
+# fault, so they are retried when a backend is available.
+_ABSENT_BACKEND_ERRORS = Q(embedding_error__contains="is not installed") | Q(
+    embedding_error__contains="is loading in this process"
+)
+
+
+def memory_embed_resume() -> dict[str, int]:
+    """At the start of a process with a working backend: put memories that failed only because no backend was
+    installed back to pending, and count those carrying another model's vectors (`reembed` moves them).
+
+    Returns {"resumed": n, "pending": n, "other_model": n}."""
+    embedder = embeddings.backend()
+    resumed = (
+        Memory.objects.filter(embedding_state=EmbeddingState.FAILED)
+        .filter(_ABSENT_BACKEND_ERRORS)
+        .update(embedding_state=EmbeddingState.PENDING, embedding_error="", embedding_attempts=0)
+    )
+    pending = Memory.objects.filter(embedding_state=EmbeddingState.PENDING).count()
+    other_model = (
+        Memory.objects.filter(embedding_state=EmbeddingState.READY)
+        .exclude(embedding_model=embeddings.model_id(embedder))
+        .count()
+    )
+    return {"resumed": resumed, "pending": pending, "other_model": other_model}
 
 
 def memory_reembed_reset(*, everything: bool = False, namespace: str | None = None) -> int:

