@@ -219,16 +219,17 @@ VARIABLES: tuple[Var, ...] = (
     ),
     Var(
         "SANDBOX_SCOPE",
-        "default",
+        None,
         "Label value that separates the sandbox containers of deployments sharing one Docker Engine: the reaper "
-        "only removes containers of its own scope.",
+        "only removes containers of its own scope. Unset: an id generated once and stored in the database, so two "
+        "deployments never share a scope by default (before 2026-12 the default was `default`).",
         False,
     ),
     Var(
         "SANDBOX_RUNTIME",
         "runc",
         "Container runtime for sandboxes: `runc`, or gVisor `runsc` (2024-07 or newer, registered in daemon.json by "
-        "scripts/ci.d/30-docker.sh; differences in docs/sandbox.md).",
+        "scripts/provision.d/30-sandbox.sh; differences in docs/sandbox.md).",
         False,
     ),
     Var(

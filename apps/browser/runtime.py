@@ -176,7 +176,7 @@ class BrowserRuntime:
                 return self._browser
             if not Path(self.executable).exists():
                 raise BrowserUnavailable(
-                    f"Chromium not found at {self.executable}: install it (scripts/ci.d/40-chromium.sh) or set "
+                    f"Chromium not found at {self.executable}: install it (scripts/provision.d/40-chromium.sh) or set "
                     "BROWSER_EXECUTABLE"
                 )
             if self._playwright is None:

@@ -388,7 +388,7 @@ CATALOG: tuple[ErrorSpec, ...] = (
         "browser_unavailable",
         "tool",
         200,
-        "No browser could be started; names `BROWSER_EXECUTABLE` and `scripts/ci.d/40-chromium.sh`.",
+        "No browser could be started; names `BROWSER_EXECUTABLE` and `scripts/provision.d/40-chromium.sh`.",
     ),
     ErrorSpec("browser_timeout", "browser_timeout", "tool", 200, "The browser did not answer in time."),
 )

@@ -30,6 +30,8 @@ import docker.errors
 import requests.exceptions
 from django.conf import settings
 
+from apps.common.deployment import sandbox_scope
+
 LABEL_MANAGED = "io.mcpplat.sandbox"
 LABEL_ID = "io.mcpplat.sandbox.id"
 LABEL_OWNER = "io.mcpplat.sandbox.owner"
@@ -165,7 +167,7 @@ def container_start(spec: ContainerSpec) -> str:
         LABEL_ID: spec.sandbox_id,
         LABEL_OWNER: spec.owner,
         LABEL_EXPIRES: str(spec.expires_epoch),
-        LABEL_SCOPE: settings.SANDBOX_SCOPE,
+        LABEL_SCOPE: sandbox_scope(),
     }
     with engine_errors():
         try:
@@ -241,11 +243,9 @@ class LabelledContainer:
 
 
 def containers_labelled() -> list[LabelledContainer]:
-    """Every sandbox container of this deployment (SANDBOX_SCOPE) the engine holds, running or not."""
+    """Every sandbox container of this deployment (its sandbox scope) the engine holds, running or not."""
     with engine_errors():
-        rows = client().containers(
-            all=True, filters={"label": [LABEL_MANAGED, f"{LABEL_SCOPE}={settings.SANDBOX_SCOPE}"]}
-        )
+        rows = client().containers(all=True, filters={"label": [LABEL_MANAGED, f"{LABEL_SCOPE}={sandbox_scope()}"]})
     found = []
     for row in rows:
         labels = row.get("Labels") or {}

@@ -300,7 +300,7 @@ if SENTRY_DSN := env.get("SENTRY_DSN"):
 # apps/sandbox: Docker Engine runtime. Limits are the defaults a sandbox gets; SANDBOX_QUOTAS caps them per role.
 DOCKER_HOST = env.get_str("DOCKER_HOST")
 SANDBOX_RUNTIME = env.get_str("SANDBOX_RUNTIME")
-SANDBOX_SCOPE = env.get_str("SANDBOX_SCOPE")
+SANDBOX_SCOPE = env.get("SANDBOX_SCOPE") or ""  # unset: apps.common.deployment.sandbox_scope()
 if SANDBOX_RUNTIME not in {"runc", "runsc"}:
     raise ImproperlyConfigured(f"SANDBOX_RUNTIME={SANDBOX_RUNTIME!r}: use runc or runsc")
 SANDBOX_DEFAULT_IMAGE = env.get_str("SANDBOX_DEFAULT_IMAGE")

@@ -3,6 +3,7 @@
 # offline-built sandbox image. A second run takes well under a second.
 # shellcheck source=scripts/provision.d/lib.sh
 . "$(dirname "$0")/lib.sh"
+etc=${PROVISION_ETC:-/etc}  # the tests point it at a scratch folder
 
 # The runsc version line reads "runsc version release-20240729.0 (Debian 0.0~20240729.0-5)"-like; 0 when absent.
 runsc_date() {
@@ -25,8 +26,8 @@ if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}" || true; fi
 
 # gVisor: bookworm's runsc (2022-12) stops sandboxes on an early exec; trixie's (2024-07, a static Go binary) works.
 # Only runsc is taken from trixie (pinned); every other package stays on bookworm.
-if [ "$(runsc_date)" -lt 20240729 ] && can_install && [ -d /etc/apt/sources.list.d ]; then
-  cat >/etc/apt/sources.list.d/mcpplat-trixie.sources <<'SOURCES'
+if [ "$(runsc_date)" -lt 20240729 ] && can_install && [ -d "$etc/apt/sources.list.d" ]; then
+  cat >"$etc/apt/sources.list.d/mcpplat-trixie.sources" <<'SOURCES'
 Types: deb
 URIs: http://deb.debian.org/debian
 Suites: trixie
@@ -34,28 +35,28 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SOURCES
   printf 'Package: *\nPin: release n=trixie\nPin-Priority: 1\n\nPackage: runsc\nPin: release n=trixie\nPin-Priority: 990\n' \
-    >/etc/apt/preferences.d/mcpplat-trixie
+    >"$etc/apt/preferences.d/mcpplat-trixie"
   PROVISION_APT_UPDATED="" apt_install runsc || true
 fi
 
 registered=0
-if [ "$(runsc_date)" -ge 20240729 ] && [ -w /etc ]; then
+if [ "$(runsc_date)" -ge 20240729 ] && [ -w "$etc" ]; then
   # Register runsc in daemon.json, keeping whatever else is there. --network=none: sandboxes never have a network,
   # and runsc refuses a root-namespace network otherwise.
-  mkdir -p /etc/docker
+  mkdir -p "$etc/docker" "$etc/apt/preferences.d"
   if have python3; then
-    python3 - "$(command -v runsc)" <<'PY' && registered=1
+    python3 - "$(command -v runsc)" "$etc/docker/daemon.json" <<'PY' && registered=1
 import json, pathlib, sys
-path = pathlib.Path("/etc/docker/daemon.json")
+path = pathlib.Path(sys.argv[2])
 config = json.loads(path.read_text() or "{}") if path.exists() else {}
 wanted = {"path": sys.argv[1], "runtimeArgs": ["--network=none"]}
 if config.get("runtimes", {}).get("runsc") != wanted:
     config.setdefault("runtimes", {})["runsc"] = wanted
     path.write_text(json.dumps(config, indent=2) + "\n")
 PY
-  elif [ ! -s /etc/docker/daemon.json ]; then
+  elif [ ! -s "$etc/docker/daemon.json" ]; then
     printf '{"runtimes": {"runsc": {"path": "%s", "runtimeArgs": ["--network=none"]}}}\n' "$(command -v runsc)" \
-      >/etc/docker/daemon.json && registered=1
+      >"$etc/docker/daemon.json" && registered=1
   fi
 fi
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import capability
+
 ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / "conformance" / "node_modules" / ".bin" / "conformance"
 NODE = ROOT / "conformance" / "node_modules" / "node" / "bin" / "node"
@@ -15,11 +17,11 @@ NODE = ROOT / "conformance" / "node_modules" / "node" / "bin" / "node"
 
 @pytest.mark.slow
 def test_required_conformance_scenarios_pass():
-    if not (CLI.exists() and NODE.exists()):
-        message = "conformance suite not installed: run scripts/ci.d/20-conformance.sh (or `make conformance`)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    capability.require(
+        "conformance",
+        None if CLI.exists() and NODE.exists() else "the conformance suite is not installed",
+        "run scripts/provision.d/20-node.sh (or `make conformance`)",
+    )
     # when the suite runs against a gateway on the conformance profile
     proc = subprocess.run(
         ["conformance/run.sh"],

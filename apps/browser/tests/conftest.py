@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -19,6 +18,7 @@ from apps.accounts.principal import Principal
 from apps.browser.policy import system_resolve
 from apps.browser.runtime import runtime
 from apps.gateway.registry import ToolContext
+from tests import capability
 
 PAGES = {
     "/": """<html><head><title>Home</title></head><body>
@@ -111,11 +111,11 @@ class _Site(BaseHTTPRequestHandler):
 @pytest.fixture(scope="session")
 def chromium() -> str:
     path = settings.BROWSER_EXECUTABLE
-    if not Path(path).exists():
-        message = f"Chromium is not installed at {path}: run scripts/ci.d/40-chromium.sh"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    capability.require(
+        "browser",
+        None if Path(path).exists() else f"Chromium is not installed at {path}",
+        "run scripts/provision.d/40-chromium.sh as root",
+    )
     return path
 
 

@@ -1,4 +1,5 @@
-"""Sandbox fixtures: the real Docker Engine with the offline-built image (scripts/ci.d/30-docker.sh sets both up).
+"""Sandbox fixtures: the real Docker Engine with the offline-built image (scripts/provision.d/30-sandbox.sh sets both
+up).
 
 Each test session labels its containers with its own SANDBOX_SCOPE, so the reaper and the clean-up below never
 touch containers of a platform (or another suite) sharing the engine.
@@ -6,7 +7,6 @@ touch containers of a platform (or another suite) sharing the engine.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -15,8 +15,9 @@ from django.conf import settings
 
 from apps.accounts.principal import Principal
 from apps.sandbox import runtime
+from tests import capability
 
-SETUP = "scripts/ci.d/30-docker.sh"
+SETUP = "scripts/provision.d/30-sandbox.sh"
 
 
 def _engine_problem() -> str | None:
@@ -33,12 +34,9 @@ def _engine_problem() -> str | None:
 def docker_engine() -> Iterator[None]:
     original = settings.SANDBOX_SCOPE
     settings.SANDBOX_SCOPE = f"test-{uuid.uuid4().hex[:12]}"
-    problem = _engine_problem()
-    if problem:
-        message = f"{problem}: run {SETUP} (installs docker.io + debootstrap, starts dockerd, builds the image)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {message}")
-        pytest.skip(message)
+    capability.require(
+        "sandbox", _engine_problem(), f"run {SETUP} as root (installs and starts the engine, builds the image)"
+    )
     yield
     for container in runtime.containers_labelled():
         runtime.container_remove(container.id)

@@ -15,12 +15,13 @@ import pytest
 from django.conf import settings
 
 from apps.sandbox import runtime, services
+from tests import capability
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
 
 def _runtimes() -> list[str]:
-    # Both by default; scripts/ci.d/30-docker.sh installs gVisor (runsc 2024-07 or newer) and registers it.
+    # Both by default; scripts/provision.d/30-sandbox.sh installs gVisor (runsc 2024-07 or newer) and registers it.
     return [name for name in os.environ.get("SANDBOX_TEST_RUNTIMES", "runc,runsc").split(",") if name]
 
 
@@ -38,11 +39,11 @@ def container(request, docker_engine) -> Iterator[Box]:
         registered = name in runtime.client().info().get("Runtimes", {})
     except runtime.EngineUnavailable:
         registered = False
-    if not registered:
-        message = f"runtime {name} is not registered with the engine: run scripts/ci.d/30-docker.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    capability.require(
+        "gvisor" if name == "runsc" else "sandbox",
+        None if registered else f"runtime {name} is not registered with the engine",
+        "run scripts/provision.d/30-sandbox.sh as root",
+    )
     limits = {**settings.SANDBOX_DEFAULT_LIMITS, "pids": 64, "memory_mb": 128, "disk_mb": 16}
     spec = runtime.ContainerSpec(
         sandbox_id=f"escape-{name}",

@@ -158,7 +158,7 @@ def test_cancelling_an_exec_kills_its_process_promptly(agent):
 
 
 def test_under_gvisor_a_hog_fails_its_allocation_and_a_lost_sandbox_is_reported(agent, settings):
-    # given sandboxes on gVisor (registered by scripts/ci.d/30-docker.sh)
+    # given sandboxes on gVisor (registered by scripts/provision.d/30-sandbox.sh)
     settings.SANDBOX_RUNTIME = "runsc"
     ctx = RecordingContext(agent)
     limits = {"memory_mb": 128, "pids": 64}

@@ -26,6 +26,7 @@ from apps.audit.models import AuditEvent
 from apps.runs import services as runs_services
 from apps.runs.models import Job
 from apps.support.tests.conftest import PASSWORD, make_user, record
+from tests import capability
 
 ROOT = Path(settings.BASE_DIR)
 SHOTS = ROOT / "var" / "screenshots"
@@ -49,11 +50,8 @@ def _require_browser() -> Any:
     except ImportError:
         problem = "the playwright package is missing: make venv (requirements/dev.txt)"
     if problem is None and not Path(CHROMIUM).exists():
-        problem = f"{CHROMIUM} is missing: run scripts/ci.d/41-support-browser.sh (apt-get install chromium)"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
+        problem = f"{CHROMIUM} is missing"
+    capability.require("browser", problem, "run scripts/provision.d/40-chromium.sh as root")
     return sync_playwright
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from apps.tasks import services
 from apps.tasks.models import Dependency, Task, TaskEvent
 from apps.tasks.principals import principal_for_user
 from apps.tasks.tests.test_admin import totp_code
+from tests import capability
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -28,11 +28,9 @@ FLAGS = [
 
 
 def _require_chromium() -> None:
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: run scripts/ci.d/40-chromium.sh (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    capability.require(
+        "browser", None if CHROMIUM.exists() else f"{CHROMIUM} is missing", "run scripts/provision.d/40-chromium.sh"
+    )
 
 
 @pytest.mark.slow

@@ -1,0 +1,51 @@
+"""`/readyz` names each capability's state (engine + image, Chromium, embedding model) beside the services."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+
+@pytest.mark.django_db
+def test_readyz_reports_every_capability_ready_on_a_provisioned_machine(client):
+    # when readiness is asked on a machine scripts/provision.sh set up
+    body = client.get("/readyz").json()
+    caps = body["capabilities"]
+    # then each capability is there and ready, with what it checked
+    assert set(caps) == {"sandbox", "browser", "embeddings"}
+    assert caps["sandbox"]["ok"] is True, caps["sandbox"]
+    assert caps["sandbox"]["engine"] == "reachable"
+    assert caps["sandbox"]["image_present"] is True
+    assert {"runc", "runsc"} <= set(caps["sandbox"]["runtimes"])
+    assert caps["browser"]["ok"] is True, caps["browser"]
+    assert caps["embeddings"] == {
+        "ok": True,
+        "backend": "local",
+        "model": "local:all-MiniLM-L6-v2-onnx-int8",
+        "loaded": True,
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("capability", "overrides", "fix"),
+    [
+        ("sandbox", {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "30-sandbox.sh"),
+        ("sandbox", {"SANDBOX_DEFAULT_IMAGE": "mcpplat/not-built:0"}, "make sandbox-image"),
+        ("browser", {"BROWSER_EXECUTABLE": "/nonexistent/chromium"}, "apt-get install chromium"),
+        ("embeddings", {"EMBEDDING_MODEL": "/nonexistent/model"}, "scripts/venv.sh run"),
+        ("embeddings", {"EMBEDDING_BACKEND": "none"}, "EMBEDDING_BACKEND=local"),
+    ],
+)
+def test_an_unavailable_capability_is_named_with_its_fix_without_failing_readiness(client, capability, overrides, fix):
+    # given one capability's prerequisite missing
+    with override_settings(**overrides):
+        response = client.get("/readyz")
+    body = response.json()
+    # then readiness still passes on its services, and the capability says it is not ok and how to fix it
+    assert response.status_code == 200
+    assert body["failing"] == []
+    assert body["capabilities"][capability]["ok"] is False
+    assert fix in body["capabilities"][capability]["fix"]
+    others = {name: cap["ok"] for name, cap in body["capabilities"].items() if name != capability}
+    assert all(others.values()), others
