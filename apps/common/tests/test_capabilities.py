@@ -21,7 +21,7 @@ def test_readyz_reports_every_capability_ready_on_a_provisioned_machine(client):
     assert caps["embeddings"] == {
         "ok": True,
         "backend": "local",
-        "model": "local:all-MiniLM-L6-v2-onnx-int8",
+        "model": "local:sentence-transformers/all-MiniLM-L6-v2",
         "loaded": True,
     }
 

@@ -151,9 +151,9 @@ def test_reembed_after_a_model_change(alice, embed_now):
     out = StringIO()
     call_command("reembed", "--batch-size", "2", stdout=out)
     # then every memory carries the current model's vector and the bar reached the end
-    assert dry.getvalue().strip() == "5 memories would be re-embedded with local:all-MiniLM-L6-v2-onnx-int8"
+    assert dry.getvalue().strip() == "5 memories would be re-embedded with local:sentence-transformers/all-MiniLM-L6-v2"
     assert set(Memory.objects.values_list("embedding_model", "embedding_state")) == {
-        ("local:all-MiniLM-L6-v2-onnx-int8", "ready")
+        ("local:sentence-transformers/all-MiniLM-L6-v2", "ready")
     }
     assert "5/5 100.0%" in out.getvalue()
     assert "done: 5 embedded, 0 failed" in out.getvalue()
@@ -188,10 +188,10 @@ def test_memory_worker_embeds_after_store(alice, redis_client, start_worker):
 
 
 def test_a_model_directory_gives_the_packaged_models_vectors(tmp_path):
-    # given a directory with the packaged model's two files (the layout EMBEDDING_MODEL points at)
-    model_file, tokenizer_file = embeddings._packaged_files()
-    (tmp_path / "model.onnx").symlink_to(model_file)
-    (tmp_path / "tokenizer.json").symlink_to(tokenizer_file)
+    # given a directory with an ONNX graph and a tokenizer (the layout EMBEDDING_MODEL points at)
+    packaged = embeddings._packaged_dir()
+    (tmp_path / "model.onnx").symlink_to(embeddings._onnx_for(packaged))
+    (tmp_path / "tokenizer.json").symlink_to(packaged / "tokenizer.json")
     backend = embeddings.LocalBackend(model=str(tmp_path), batch_size=8)
     assert not backend.loaded()
     # when it is warmed and used
@@ -219,5 +219,25 @@ def test_batched_and_single_embeddings_agree():
 
 def test_a_model_directory_without_its_files_names_what_is_missing(tmp_path):
     backend = embeddings.LocalBackend(model=str(tmp_path), batch_size=8)
-    with pytest.raises(embeddings.EmbeddingBackendMissing, match=r"model\.onnx is missing"):
+    with pytest.raises(embeddings.EmbeddingBackendMissing, match=r"tokenizer\.json is missing"):
         backend.embed_query("hello")
+
+
+# sentence-transformers 6.3.0 / torch 2.15.0, normalize_embeddings=True (recorded 2026-12-03).
+REFERENCE_WIFI = [-0.038855, 0.00483, 0.013938, -0.029034, -0.023567, 0.031919, -0.041299, -0.065134]
+REFERENCE_PARKING = [0.070011, 0.019605, 0.050528, -0.00969, 0.062037, 0.083131, -0.009813, -0.006503]
+
+
+def test_the_graph_built_from_the_weights_gives_sentence_transformers_vectors():
+    # given reference vectors of all-MiniLM-L6-v2 computed by sentence-transformers 6.3 on torch 2.15 (fp32),
+    # first 8 dimensions (benchmarks/memory/bench_backends.py compares whole vectors against the live stack)
+    reference = {
+        "The office wifi password changes monthly.": REFERENCE_WIFI,
+        "Parking is free after 6pm.": REFERENCE_PARKING,
+    }
+    backend = embeddings.LocalBackend(model="", batch_size=8)
+    # when the packaged backend embeds the same texts
+    vectors = backend.embed(list(reference))
+    # then they match to float rounding
+    for vector, expected in zip(vectors, reference.values(), strict=True):
+        assert vector[:8] == pytest.approx(expected, abs=2e-5)
