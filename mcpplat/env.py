@@ -390,7 +390,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "EMBEDDING_BACKEND",
         "local",
-        "Memory embeddings: `local` (all-MiniLM-L6-v2, int8 ONNX on ONNX Runtime, offline, no torch; needs "
+        "Memory embeddings: `local` (all-MiniLM-L6-v2 on ONNX Runtime, offline, no torch; needs "
         "requirements/memory.txt + models.txt, which `make run` installs), `openai` (any OpenAI-compatible "
         "`/v1/embeddings` at `EMBEDDING_URL`) or "
         "`none` (text search only; memories stay pending).",
@@ -399,8 +399,8 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "EMBEDDING_MODEL",
         None,
-        "Embedding model. `local`: a directory with `model.onnx` + `tokenizer.json` (unset: the packaged "
-        "all-MiniLM-L6-v2 int8, sha256-checked). "
+        "Embedding model. `local`: a directory with `tokenizer.json` and `model.onnx` (or a BERT encoder's "
+        "`config.json` + `model.safetensors`, turned into ONNX once); unset: the packaged all-MiniLM-L6-v2. "
         "`openai`: the model name sent to the endpoint (required). Changing it: run `manage.py reembed`.",
         False,
     ),

