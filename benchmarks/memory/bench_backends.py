@@ -50,7 +50,10 @@ def _encoder(backend: str, threads: int):
         import django
         from django.conf import settings
 
-        settings.configure(INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "apps.memory"])
+        settings.configure(
+            INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "apps.memory"],
+            VAR_DIR=ROOT / "var",
+        )
         django.setup()
         from apps.memory.embeddings import LocalBackend
 
