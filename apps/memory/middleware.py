@@ -28,11 +28,7 @@ def warm_embeddings(*, resume: bool) -> bool:
         logger.warning("embedding backend unavailable: %s", exc)
         return False
     if resume:
-        close_old_connections()
-        try:
-            counts = services.memory_embed_resume()
-        finally:
-            close_old_connections()
+        counts = services.memory_embed_resume()
         if counts["other_model"]:
             logger.warning(
                 "%d memories carry vectors of another embedding model than %s and are found by words only: run "
@@ -53,7 +49,10 @@ class EmbeddingWarmup(dramatiq.Middleware):
         queues = getattr(worker, "consumer_whitelist", None)  # None: this worker consumes every queue
         if queues and "memory" not in queues:
             return
+        close_old_connections()
         try:
             warm_embeddings(resume=True)
         except Exception:  # a boot hook must never stop the worker; the actor reports the same error on use
             logger.exception("embedding warm-up failed")
+        finally:
+            close_old_connections()  # the boot thread's connection is not a worker thread's

