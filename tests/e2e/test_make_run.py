@@ -30,7 +30,7 @@ MORE = b"<html><head><title>More</title></head><body><p>Closed on Sundays.</p></
 
 
 class _Site(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = MORE if self.path == "/more" else PAGE
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")

