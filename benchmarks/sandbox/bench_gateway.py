@@ -5,8 +5,8 @@ against raw Docker SDK calls for the same work, in the same run.
 Usage: .venv/bin/python benchmarks/sandbox/bench_gateway.py [--n 30] [--pool 2] [--gap 0.5]
 
 Uses the development database and Redis under var/ (migrates; creates a `bench-sandbox` role and service account)
-and the Docker Engine (scripts/provision.d/30-sandbox.sh), with SANDBOX_SCOPE=bench. `--gap` spaces creates like arriving
-requests so the worker's refill (0.3 s after a claim) keeps the warm pool full.
+and the Docker Engine (scripts/provision.d/30-sandbox.sh), with SANDBOX_SCOPE=bench. `--gap` spaces creates like
+arriving requests so the worker's refill (0.3 s after a claim) keeps the warm pool full.
 """
 
 from __future__ import annotations
