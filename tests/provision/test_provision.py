@@ -61,7 +61,7 @@ def _run(step: str, bin_dir: Path, tmp_path: Path, **extra: str) -> subprocess.C
     )
 
 
-FAILING_APT = "#!/bin/bash\necho \"apt-get $*\" >> \"$HOME/apt.log\"\nexit 100\n"
+FAILING_APT = '#!/bin/bash\necho "apt-get $*" >> "$HOME/apt.log"\nexit 100\n'
 
 
 def test_every_step_is_covered():
