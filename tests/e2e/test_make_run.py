@@ -149,6 +149,9 @@ async def test_make_run_serves_all_four_capabilities(platform, site):
         stored = await client.call_tool(
             "memory.store", {"items": [{"content": "Bike parking is in the courtyard behind the building."}]}
         )
+        first = (
+            await client.call_tool("memory.search", {"query": "where can I leave my bicycle", "top_k": 1})
+        ).structured_content
         found: dict = {}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the memory worker embeds it within moments
@@ -170,6 +173,8 @@ async def test_make_run_serves_all_four_capabilities(platform, site):
     assert found["hits"][0]["content"] == "Bike parking is in the courtyard behind the building."
     assert found["hits"][0]["scores"]["vector_rank"] == 1
     assert found.get("degraded") is None
+    # and no search ran text-only because a model was loading: the very first query was embedded
+    assert first.get("degraded") is None, first
     # and the platform stops cleanly on Ctrl-C
     assert platform.stop() == 0
     assert "Traceback" not in platform.output()
