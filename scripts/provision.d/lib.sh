@@ -8,6 +8,7 @@
 
 PROVISION_INSTALL=${PROVISION_INSTALL:-auto}
 PROVISION_LOG=${PROVISION_LOG:-var/log/provision.log}
+case "$PROVISION_LOG" in /*) ;; *) PROVISION_LOG="$PWD/$PROVISION_LOG" ;; esac
 mkdir -p "$(dirname "$PROVISION_LOG")"
 _provision_missing=0
 
