@@ -1,0 +1,103 @@
+"""JSON Schema validators that never leave the document: no `$ref`, `$id`, `$schema` or format reaches the network.
+
+python-jsonschema's default registry retrieves any reference it does not hold with `urllib.request.urlopen`
+(http, https, file, ftp ...), so a caller's `{"$ref": "http://127.0.0.1:5432/x"}` or `{"$ref": "file:///etc/passwd"}`
+becomes a request made by the worker, and the fetched document shapes the error the caller reads back.
+Every validator the platform builds comes from `offline_validator`: its registry holds the schema itself (with
+its embedded `$id` resources and anchors) and the bundled JSON Schema metaschemas, and its `retrieve` refuses
+everything else. Every `$ref` / `$dynamicRef` is resolved once up front, so a reference to anything outside the
+document is a clear error naming where it sits, before any instance is validated. No format checker is attached:
+`format` stays an annotation, as 2020-12 defines it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import referencing.jsonschema
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema_specifications import REGISTRY as METASCHEMAS
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource, Unresolvable
+
+_REF_KEYWORDS = ("$ref", "$dynamicRef")
+ALLOWED = (
+    "only references inside the schema itself are allowed: a JSON pointer such as #/$defs/name, an anchor (#name), "
+    "or the $id of a subschema embedded in the same document"
+)
+
+
+class SchemaRefused(ValueError):
+    """The schema is not valid, or points outside itself. `field` is where (e.g. `structured.schema.$ref`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _refuse(uri: str) -> Resource[Any]:
+    raise NoSuchResource(ref=uri)
+
+
+def _registry() -> Registry[Any]:
+    return METASCHEMAS.combine(Registry(retrieve=_refuse))  # type: ignore[call-arg]
+
+
+def offline_validator(schema: Any, *, field: str) -> Draft202012Validator:
+    """A Draft 2020-12 validator for `schema` that can resolve nothing outside it.
+
+    Raises `SchemaRefused` naming `field` (and the keyword path) for a schema that breaks the metaschema or whose
+    `$ref` / `$dynamicRef` points outside the document.
+    """
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = ".".join([field, *map(str, exc.path)]) if exc.path else field
+        raise SchemaRefused(where, f"is not a valid JSON Schema (2020-12): {exc.message}") from None
+    registry = _registry()
+    validator = Draft202012Validator(schema, registry=registry, format_checker=None)
+    if isinstance(schema, Mapping):
+        resource = referencing.jsonschema.DRAFT202012.create_resource(schema)
+        root = registry.with_resource(resource.id() or "", resource).crawl()
+        _check_refs(root.resolver_with_root(resource), resource, field)
+    return validator
+
+
+def _check_refs(resolver: referencing.Resolver[Any], resource: Resource[Any], where: str) -> None:
+    contents = resource.contents
+    if not isinstance(contents, Mapping):
+        return
+    for keyword in _REF_KEYWORDS:
+        ref = contents.get(keyword)
+        if isinstance(ref, str):
+            try:
+                resolver.lookup(ref)
+            except Unresolvable:
+                raise SchemaRefused(
+                    f"{where}.{keyword}",
+                    f"{ref!r} does not resolve inside the schema (nothing outside it is ever fetched); {ALLOWED}",
+                ) from None
+    for sub in resource.subresources():
+        _check_refs(resolver.in_subresource(sub), sub, ".".join([where, *_locate(contents, sub.contents)]))
+
+
+def _locate(parent: Mapping[str, Any], child: Any) -> list[str]:
+    """The keyword path from a schema to one of its subschemas (subresources are the same objects)."""
+    for path, value in _children(parent):
+        if value is child:
+            return path
+    return ["?"]
+
+
+def _children(parent: Mapping[str, Any]) -> Iterator[tuple[list[str], Any]]:
+    for key, value in parent.items():
+        yield [key], value
+        if isinstance(value, Mapping):
+            for inner, item in value.items():
+                yield [key, str(inner)], item
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                yield [key, str(index)], item
