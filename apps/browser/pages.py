@@ -15,7 +15,7 @@ from referencing.exceptions import Unresolvable
 
 from apps.browser.runtime import LiveSession
 from apps.gateway.registry import ToolError
-from apps.gateway.schemas import ALLOWED, SchemaRefused, offline_validator
+from apps.gateway.schemas import ALLOWED, SchemaRefused, explain, offline_validator
 
 _REF = re.compile(r"\[ref=([A-Za-z0-9_]+)\]")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -350,7 +350,7 @@ async def _structured(session: LiveSession, spec: dict[str, Any]) -> dict[str, A
             f"structured.schema cannot be evaluated: a reference loops or does not resolve inside it; {ALLOWED}",
         ) from None
     if errors:
-        problems = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:5])
+        problems = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {explain(e)}" for e in errors[:5])
         raise ToolError(
             "extraction_invalid",
             f"the extracted data does not match structured.schema: {problems}"

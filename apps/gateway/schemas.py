@@ -17,7 +17,7 @@ from typing import Any
 
 import referencing.jsonschema
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema_specifications import REGISTRY as METASCHEMAS
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
@@ -101,3 +101,80 @@ def _children(parent: Mapping[str, Any]) -> Iterator[tuple[list[str], Any]]:
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 yield [key, str(index)], item
+
+
+# ------------------------------------------------------------------------------------- error messages
+
+_COMBINATORS = ("oneOf", "anyOf")
+_ARTICLE = {"array": "an array", "object": "an object", "integer": "an integer"}
+
+
+def explain(error: ValidationError) -> str:
+    """`error.message`, except that a `oneOf` / `anyOf` failure names its alternatives and what each lacks.
+
+    jsonschema says only "... is not valid under any of the given schemas"; a caller needs to know which fields
+    each alternative requires (e.g. sandbox.exec: give `command` or `code`) and why their value matched none.
+    """
+    if error.validator not in _COMBINATORS or not isinstance(error.validator_value, list):
+        return error.message
+    alternatives = error.validator_value
+    exactly = error.validator == "oneOf"
+    required_only = all(_only_required(alt) for alt in alternatives)
+    options = (
+        " or ".join(" + ".join(f"`{f}`" for f in alt["required"]) for alt in alternatives)
+        if required_only
+        else " | ".join(f"[{i + 1}] {describe(alt)}" for i, alt in enumerate(alternatives))
+    )
+    if not error.context:  # oneOf: no reasons means more than one alternative matched
+        return f"matches more than one alternative: give exactly one of {options}, not several"
+    if required_only:
+        return f"give {'exactly' if exactly else 'at least'} one of {options}; none is present"
+    parts = []
+    for index, alternative in enumerate(alternatives):
+        why = "; ".join(dict.fromkeys(_reasons(error, index)[:3]))
+        parts.append(f"[{index + 1}] {describe(alternative)}: {why}")
+    verb = "exactly one" if exactly else "at least one"
+    return f"must match {verb} of {len(alternatives)} alternatives, and matches none: " + " | ".join(parts)
+
+
+def describe(schema: Any) -> str:
+    """A short human summary of one alternative: its type, required fields, constants, bounds."""
+    if schema is True:
+        return "anything"
+    if schema is False or not isinstance(schema, Mapping):
+        return "nothing"
+    bits: list[str] = []
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind] if isinstance(kind, str) else []
+    if kinds:
+        bits.append(" or ".join(_ARTICLE.get(k, f"a {k}") for k in kinds))
+    if kinds == ["array"] and isinstance(schema.get("items"), Mapping) and "type" in schema["items"]:
+        bits[-1] = f"an array of {schema['items']['type']}s"
+    if "const" in schema:
+        bits.append(f"exactly {schema['const']!r}")
+    if isinstance(schema.get("enum"), list):
+        bits.append("one of " + ", ".join(map(repr, schema["enum"][:10])))
+    for key, word in (("minLength", "at least {} character(s)"), ("maxLength", "at most {} characters")):
+        if key in schema:
+            bits.append(word.format(schema[key]))
+    for key, word in (("minItems", "at least {} item(s)"), ("minimum", ">= {}"), ("maximum", "<= {}")):
+        if key in schema:
+            bits.append(word.format(schema[key]))
+    if isinstance(schema.get("required"), list) and schema["required"]:
+        bits.append("with " + ", ".join(f"`{f}`" for f in schema["required"]))
+    if "$ref" in schema and not bits:
+        bits.append(f"the schema at {schema['$ref']}")
+    if not bits:
+        return "a value matching the schema"
+    head, rest = (bits[0], bits[1:]) if kinds else ("a value", bits)
+    return f"{head} ({', '.join(rest)})" if rest else head
+
+
+def _only_required(schema: Any) -> bool:
+    return isinstance(schema, Mapping) and set(schema) == {"required"} and bool(schema["required"])
+
+
+def _reasons(error: ValidationError, index: int) -> list[str]:
+    return [
+        sub.message for sub in error.context or () if sub.relative_schema_path and sub.relative_schema_path[0] == index
+    ]
