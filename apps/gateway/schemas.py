@@ -13,7 +13,7 @@ document is a clear error naming where it sits, before any instance is validated
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import referencing.jsonschema
 from jsonschema import Draft202012Validator
@@ -21,6 +21,9 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema_specifications import REGISTRY as METASCHEMAS
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
+
+if TYPE_CHECKING:
+    from referencing._core import Resolver  # not re-exported by the package
 
 _REF_KEYWORDS = ("$ref", "$dynamicRef")
 ALLOWED = (
@@ -39,7 +42,7 @@ class SchemaRefused(ValueError):
 
 
 def _refuse(uri: str) -> Resource[Any]:
-    raise NoSuchResource(ref=uri)
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class
 
 
 def _registry() -> Registry[Any]:
@@ -66,7 +69,7 @@ def offline_validator(schema: Any, *, field: str) -> Draft202012Validator:
     return validator
 
 
-def _check_refs(resolver: referencing.Resolver[Any], resource: Resource[Any], where: str) -> None:
+def _check_refs(resolver: Resolver[Any], resource: Resource[Any], where: str) -> None:
     contents = resource.contents
     if not isinstance(contents, Mapping):
         return
