@@ -235,3 +235,55 @@ def test_job_list_cursor_of_someone_elses_job_is_no_cursor(owned):
         selectors.job_list(B, cursor=owned.ids["job"])
     # then it is refused like any id this server never returned to B
     assert err.value.message == "cursor: not a cursor this server returned; start without one"
+
+
+# The REST API's id and key arguments (apps/tasks/api): (method, path, query/body), for a user B probing user A.
+REST: list[tuple[str, str, str, Callable[[Any], dict[str, Any]]]] = [
+    ("get", "task", "/api/tasks/{}/", lambda i: {}),
+    ("patch", "task", "/api/tasks/{}/", lambda i: {"version": 1, "title": "x"}),
+    ("get", "task", "/api/tasks/", lambda i: {"parent": i}),
+    ("get", "task", "/api/tasks/graph/", lambda i: {"root": i}),
+    ("get", "project", "/api/tasks/graph/", lambda i: {"project": i}),
+    ("get", "project", "/api/tasks/", lambda i: {"project": i}),
+    ("post", "project", "/api/tasks/next-action/", lambda i: {"project": i}),
+    ("post", "project", "/api/tasks/", lambda i: {"project": i, "title": "x"}),
+    ("post", "project", "/api/projects/{}/grants/", lambda i: {"subject": "*", "access": "read"}),
+]
+
+
+def _rest_user(name: str) -> Any:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from rest_framework.test import APIClient
+
+    from apps.accounts.services import role_bind, role_catalog_seed
+
+    role_catalog_seed()
+    user = get_user_model().objects.create_user(f"oracle-{name}", password="x" * 12)
+    group = Group.objects.get_or_create(name="oracle-agents")[0]
+    user.groups.add(group)
+    role_bind(role="agent", group=group)
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.mark.parametrize(("method", "kind", "path", "make"), REST, ids=[f"{m} {p} {k}" for m, k, p, _ in REST])
+def test_rest_answers_the_same_for_someone_elses_id_and_a_fresh_one(method, kind, path, make):
+    # given user A's project and task
+    alice, bob = _rest_user("alice"), _rest_user("bob")
+    project = alice.post("/api/projects/", {"key": f"o-{uuid.uuid4().hex[:8]}"}, format="json").json()["key"]
+    task = alice.post("/api/tasks/", {"project": project, "title": "a"}, format="json").json()["id"]
+    theirs = {"task": task, "project": project}[kind]
+    fresh = _fresh(kind, theirs)
+
+    def answer(ident: Any) -> tuple[int, Any]:
+        send = getattr(bob, method)
+        url = path.format(ident)
+        response = send(url, make(ident)) if method == "get" else send(url, make(ident), format="json")
+        return response.status_code, _mask(response.json(), ident)
+
+    # when / then B cannot tell A's object from nothing
+    seen_theirs, seen_fresh = answer(theirs), answer(fresh)
+    assert seen_theirs == seen_fresh
+    assert seen_fresh[0] == 404, seen_fresh
