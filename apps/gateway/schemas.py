@@ -32,6 +32,23 @@ ALLOWED = (
 )
 
 
+MAX_DEPTH = 64  # JSON nesting of a schema document; jsonschema recurses several frames per level
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON document, without recursion (a deep one must not crash the check itself)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping | list):
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                return deepest
+            children = node.values() if isinstance(node, Mapping) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 class SchemaRefused(ValueError):
     """The schema is not valid, or points outside itself. `field` is where (e.g. `structured.schema.$ref`)."""
 
@@ -55,6 +72,8 @@ def offline_validator(schema: Any, *, field: str) -> Draft202012Validator:
     Raises `SchemaRefused` naming `field` (and the keyword path) for a schema that breaks the metaschema or whose
     `$ref` / `$dynamicRef` points outside the document.
     """
+    if _depth(schema) > MAX_DEPTH:
+        raise SchemaRefused(field, f"nests deeper than {MAX_DEPTH} levels of objects and arrays; flatten it with $defs")
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:

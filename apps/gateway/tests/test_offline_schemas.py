@@ -266,3 +266,30 @@ def test_a_tool_declaring_a_remote_reference_is_refused_at_registration(doc_serv
     with pytest.raises(ImproperlyConfigured, match=r"input_schema\.properties\.a\.\$ref: .* does not resolve"):
         Registry().register(spec)
     assert doc_server.hits == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    levels=st.integers(1, 400),
+    wrap=st.sampled_from(
+        [lambda s: {"properties": {"a": s}}, lambda s: {"allOf": [s]}, lambda s: {"items": s}, lambda s: {"not": s}]
+    ),
+)
+def test_a_deep_schema_is_a_clear_error_never_a_crash(levels, wrap):
+    # given a schema nested `levels` deep
+    schema: Any = {}
+    for _ in range(levels):
+        schema = wrap(schema)
+    # when / then it compiles (and validates) or is refused naming the limit; never a RecursionError
+    outcome: str
+    try:
+        validator = offline_validator(schema, field="structured.schema")
+    except SchemaRefused as exc:
+        outcome = str(exc)
+    else:
+        list(validator.iter_errors({"a": [1]}))
+        outcome = "compiled"
+    assert outcome in (
+        "compiled",
+        "structured.schema: nests deeper than 64 levels of objects and arrays; flatten it with $defs",
+    )
