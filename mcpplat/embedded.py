@@ -5,8 +5,8 @@ wheel's own reference counting never prunes dead holders, trusts any live PID an
 the data dir (research/spikes.md, pitfalls 1-7). Here:
 
 - every owner (the `make run` supervisor, a `manage.py` command, a pytest session) registers a holder file
-  `var/run/holders/<pid>-<start time>` under an exclusive `flock`; dead holders (or reused PIDs, caught by
-  the start time) are pruned before any decision;
+  `var/run/holders/<pid>-t<start ticks>` and keeps an `flock` on it while it lives; a holder whose lock can be
+  taken is dead (the kernel released it) and is pruned before any decision. Nothing clock-derived is compared;
 - the last owner to leave stops both servers; children of an owner (`MCPPLAT_EMBEDDED_CHILD=1`) attach
   without registering;
 - a server counts as running only when its PID is a live process with the expected name.
@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -113,28 +114,62 @@ def _locked(p: Paths) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _start_time(pid: int) -> str | None:
+def _holder_alive(entry: Path) -> bool:
+    """A holder lives exactly as long as its `flock` on its own file (the kernel drops it when the process dies).
+
+    Nothing that can drift is compared: the old check matched psutil's `create_time()`, which is start ticks plus
+    the boot time read from /proc/stat, and that boot time moves whenever the wall clock is stepped, so a
+    command in another terminal judged a running `make run` dead and stopped its servers. Caller holds `_locked`.
+    """
     try:
-        return f"{psutil.Process(pid).create_time():.2f}"
+        handle = open(entry, "rb")  # noqa: SIM115 - closed below on every path
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    pid_text, _, rest = entry.name.partition("-")
+    if not rest.startswith("t") and pid_text.isdigit():
+        # A holder file of an older version (`<pid>-<create time>`) carries no lock: while its PID lives, keep it,
+        # since stopping the servers under a live owner is the failure this guards against.
+        return _pid_running(int(pid_text))
+    return False
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
+        return False
 
 
 def _live_holders(p: Paths) -> list[Path]:
     live = []
     for entry in p.holders.iterdir():
-        pid_text, _, started = entry.name.partition("-")
-        alive = pid_text.isdigit() and _start_time(int(pid_text)) == started
-        if alive:
+        if _holder_alive(entry):
             live.append(entry)
         else:
             entry.unlink(missing_ok=True)
     return live
 
 
-def _holder_name() -> str:
+def _hold(p: Paths) -> tuple[str, IO[bytes]]:
+    """Create this process's holder file and keep an exclusive `flock` on it for as long as it lives.
+
+    The name (`<pid>-t<start ticks>`) is for people reading the directory; the lock is what counts. The
+    descriptor is not inheritable, so exec'd children (workers, daphne) never hold it; caller holds `_locked`.
+    """
     pid = os.getpid()
-    return f"{pid}-{_start_time(pid)}"
+    ticks = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]  # field 22: start time in ticks
+    name = f"{pid}-t{ticks}"
+    handle = open(p.holders / name, "wb")  # noqa: SIM115 - kept open for the process's lifetime, by design
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    handle.write(" ".join(sys.argv[:3]).encode())
+    handle.flush()
+    return name, handle
 
 
 # ------------------------------------------------------------------------------------------ postgres
@@ -352,7 +387,7 @@ def _redis_stop(p: Paths) -> None:
 
 # ------------------------------------------------------------------------------------------ lifecycle
 
-_registered: tuple[Paths, str, int] | None = None
+_registered: tuple[Paths, str, int, IO[bytes]] | None = None
 
 
 def database_settings(p: Paths) -> dict[str, object]:
@@ -393,9 +428,8 @@ def ensure_started(p: Paths, *, postgres: bool, redis: bool) -> None:
             raise
         if child or _registered is not None:
             return
-        name = _holder_name()
-        (p.holders / name).write_text(" ".join(sys.argv[:3]))
-        _registered = (p, name, os.getpid())
+        name, handle = _hold(p)
+        _registered = (p, name, os.getpid(), handle)
     atexit.register(release)
     _exit_normally_on_sigterm()
     # Our subprocesses (workers, daphne, a dramatiq fork) attach without owning.
@@ -407,10 +441,11 @@ def release() -> None:
     global _registered  # noqa: PLW0603 - one registration per process, by design
     if _registered is None or _registered[2] != os.getpid():
         return  # not an owner, or a forked child that inherited the module state
-    p, name, _ = _registered
+    p, name, _, handle = _registered
     _registered = None
     with _locked(p):
         (p.holders / name).unlink(missing_ok=True)
+        handle.close()
         if _live_holders(p):
             return
         _redis_stop(p)

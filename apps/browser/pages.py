@@ -10,9 +10,12 @@ import re
 from typing import Any
 
 from django.conf import settings
+from jsonschema import Draft202012Validator
+from referencing.exceptions import Unresolvable
 
 from apps.browser.runtime import LiveSession
 from apps.gateway.registry import ToolError
+from apps.gateway.schemas import ALLOWED, SchemaRefused, explain, offline_validator
 
 _REF = re.compile(r"\[ref=([A-Za-z0-9_]+)\]")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -307,16 +310,18 @@ def _coerce(value: Any, schema: dict[str, Any]) -> Any:
     return value
 
 
-async def _structured(session: LiveSession, spec: dict[str, Any]) -> dict[str, Any]:
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
+def structured_validator(schema: Any) -> Draft202012Validator:
+    """The caller's `structured.schema`, compiled offline (`apps.gateway.schemas`): no reference is ever fetched."""
+    try:
+        return offline_validator(schema, field="structured.schema")
+    except SchemaRefused as exc:
+        raise ToolError("invalid_arguments", str(exc)) from None
 
+
+async def _structured(session: LiveSession, spec: dict[str, Any]) -> dict[str, Any]:
     error, _ = _playwright_errors()
     schema, fields = spec.get("schema") or {}, spec.get("fields") or {}
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise ToolError("invalid_arguments", f"structured.schema is not a valid JSON Schema: {exc.message}") from None
+    validator = structured_validator(schema)
     properties = schema.get("properties", {})
     out: dict[str, Any] = {}
     empty: list[str] = []
@@ -335,9 +340,17 @@ async def _structured(session: LiveSession, spec: dict[str, Any]) -> dict[str, A
             empty.append(f"{name} ({selector!r})")
         if raw is not None:
             out[name] = _coerce(raw, prop)
-    errors = sorted(Draft202012Validator(schema).iter_errors(out), key=lambda e: list(e.path))
+    try:
+        errors = sorted(validator.iter_errors(out), key=lambda e: list(e.path))
+    except (Unresolvable, RecursionError):
+        # `structured_validator` resolved every reference up front; a dynamic scope or a `$ref` cycle can still
+        # fail here, and it is the caller's schema that is wrong (nothing is ever fetched).
+        raise ToolError(
+            "invalid_arguments",
+            f"structured.schema cannot be evaluated: a reference loops or does not resolve inside it; {ALLOWED}",
+        ) from None
     if errors:
-        problems = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:5])
+        problems = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {explain(e)}" for e in errors[:5])
         raise ToolError(
             "extraction_invalid",
             f"the extracted data does not match structured.schema: {problems}"

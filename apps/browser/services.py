@@ -452,6 +452,8 @@ def browser_act(*, principal: Any, session_id: str, args: dict[str, Any], job_id
 def browser_extract(
     *, principal: Any, session_id: str, args: dict[str, Any], job_id: str | None = None
 ) -> dict[str, Any]:
+    if "structured" in args:  # refuse a schema that points outside itself before the session is touched
+        pages.structured_validator(args["structured"].get("schema") or {})
     return _session_call(principal, "browser.extract", session_id, "extract", args, job_id=job_id)
 
 

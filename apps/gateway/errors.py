@@ -126,7 +126,8 @@ CATALOG: tuple[ErrorSpec, ...] = (
         "invalid_arguments",
         "tool",
         200,
-        "An argument breaks the input schema: `data.errors[]` names each field (`path`) and rule (`rule`).",
+        "An argument breaks the input schema: `data.errors[]` names each field (`path`) and rule (`rule`); a "
+        "`oneOf` / `anyOf` item names every alternative and the fields it requires.",
     ),
     ErrorSpec(
         "rate_limited",

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from apps.gateway import errors, idempotency, ratelimit, sessions
+from apps.gateway import errors, idempotency, ratelimit, schemas, sessions
 from apps.gateway.config import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, SERVER_INFO, Limit, config
 from apps.gateway.errors import RpcError
 from apps.gateway.registry import Tool, ToolContext, ToolError, registry
@@ -173,7 +173,7 @@ def _field_path(error: Any) -> str:
 
 def invalid_arguments_result(tool: Tool, validation_errors: list[Any]) -> dict[str, Any]:
     items = [
-        {"path": _field_path(e), "rule": str(e.validator), "message": e.message}
+        {"path": _field_path(e), "rule": str(e.validator), "message": schemas.explain(e)}
         for e in sorted(validation_errors, key=lambda e: list(map(str, e.absolute_path)))
     ]
     summary = "; ".join(f"{i['path']}: {i['message']} (rule: {i['rule']})" for i in items[:5])

@@ -15,7 +15,8 @@ from typing import Any, Literal
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import autodiscover_modules
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+
+from apps.gateway.schemas import SchemaRefused, offline_validator
 
 # SEP-986 tool names: 1-128 chars of letters, digits, `_`, `-`, `.`; ours are `<capability>.<verb>`.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -127,10 +128,9 @@ class Registry:
             if schema is None:
                 continue
             try:
-                Draft202012Validator.check_schema(schema)
-            except SchemaError as exc:
-                raise ImproperlyConfigured(f"tool {spec.name!r}: invalid {which}: {exc.message}") from None
-            validators[which] = Draft202012Validator(schema)
+                validators[which] = offline_validator(schema, field=which)
+            except SchemaRefused as exc:
+                raise ImproperlyConfigured(f"tool {spec.name!r}: invalid {exc}") from None
         compiled = Tool(
             **{
                 **spec.__dict__,

@@ -6,6 +6,7 @@ with a sliding TTL, plus a Redis stream of the SSE events sent on its streams (f
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -105,6 +106,28 @@ async def event_record(session: Session, stream: str, payload: bytes) -> str:
     pipe.expire(session.events_key, config().session_ttl_s)
     entry, _ = await pipe.execute()
     return f"{stream}.{entry.decode()}"
+
+
+_EVENT_ID = re.compile(r"(?:get|[0-9a-f]{12})\.([0-9]{1,20})-([0-9]{1,20})")
+_JOB_EVENT_ID = re.compile(r"([0-9a-f]{12})\.job\.([0-9]{1,18})")
+_U64 = 2**64 - 1
+
+
+def event_id_problem(value: str) -> str | None:
+    """Why a `Last-Event-ID` cannot be one this server sent (None when it can): checked before Redis sees it.
+
+    Ours are `<stream>.<ms>-<seq>` (a session stream entry: `get` or a 12-hex request stream, then a Redis stream
+    id whose two parts are 64-bit) or `<stream>.job.<seq>` (a queued call's job event).
+    """
+    if _JOB_EVENT_ID.fullmatch(value):
+        return None
+    match = _EVENT_ID.fullmatch(value)
+    if match is None:
+        return "it is not the id of an SSE event this server sent"
+    ms, seq = int(match[1]), int(match[2])
+    if ms > _U64 or seq > _U64 or (ms, seq) == (_U64, _U64):  # Redis refuses an exclusive start at the last id
+        return "its entry is out of range"
+    return None
 
 
 async def events_after(session: Session, last_event_id: str) -> tuple[str, list[tuple[str, bytes]]]:

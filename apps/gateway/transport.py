@@ -707,13 +707,27 @@ _JOB_EVENT_ID = re.compile(r"([0-9a-f]{12})\.job\.([0-9]{1,18})")
 
 async def _standalone_stream(ex: Exchange, principal: Any, session: sessions.Session) -> None:
     """The GET stream: server notifications for the session, and `Last-Event-ID` resumption of any stream."""
+    last = ex.headers.get("last-event-id")
+    problem = sessions.event_id_problem(last) if last else None
+    if problem:  # bad input, refused before the stream starts (and before Redis parses it)
+        await _refuse(
+            ex,
+            400,
+            RpcError(
+                errors.INVALID_REQUEST,
+                f"Invalid Last-Event-ID header: {problem}. Send back the id of the last SSE event you received "
+                "on this session, or omit the header to start from now.",
+            ),
+            principal=principal,
+            method="GET stream",
+        )
+        return
     await _audit(ex, principal=principal, method="GET stream", outcome="ok", session_id=session.id)
     await ex.sse_start()
     keepalive = config().keepalive_s
     disconnect = asyncio.ensure_future(ex.wait_disconnect())
     try:
         stream, cursor = "get", await sessions.events_tail(session)
-        last = ex.headers.get("last-event-id")
         job_cursor = _JOB_EVENT_ID.fullmatch(last or "")
         if job_cursor:
             # A queued call's stream: resume from the job's own event log (any replica, after any restart).

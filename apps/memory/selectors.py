@@ -11,7 +11,6 @@ When embeddings are unavailable the search answers from text alone and says so (
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import time
@@ -22,6 +21,7 @@ from itertools import combinations
 from typing import Any, Literal
 
 from django.conf import settings
+from django.core import signing
 from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDay, TruncWeek
@@ -314,17 +314,19 @@ def memory_search(
 # ----------------------------------------------------------------------------------------- timeline
 
 
+_CURSOR_SALT = "apps.memory.memory_timeline.cursor"
+
+
 def _encode_cursor(memory: Memory) -> str:
-    raw = json.dumps([memory.event_time.isoformat(), str(memory.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """Signed, so a cursor's bounds are always ours: a crafted one cannot reach the query as a wrong-typed bound."""
+    return signing.dumps([memory.event_time.isoformat(), str(memory.id)], salt=_CURSOR_SALT)
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        event_time, memory_id = json.loads(base64.urlsafe_b64decode(padded))
+        event_time, memory_id = signing.loads(cursor, salt=_CURSOR_SALT)
         return datetime.fromisoformat(event_time), str(memory_id)
-    except (ValueError, TypeError):
+    except (signing.BadSignature, ValueError, TypeError):
         raise MemoryQueryError(
             "invalid_arguments", "cursor: not a cursor from memory.timeline (pass next_cursor back unchanged)"
         ) from None

@@ -122,10 +122,14 @@ def _job(task_id: Id, principal: Principal) -> Job:
     or the REST API for other callers' jobs)."""
     try:
         job = selectors.job_get(task_id, principal)
-    except ToolError as exc:
-        raise TaskError(INVALID_PARAMS, f"unknown task {task_id!s}: {exc.message}") from None
-    if job.principal_id != principal.id:
-        raise TaskError(INVALID_PARAMS, f"unknown task {task_id!s}: tasks are visible to their creator only")
+    except ToolError:
+        job = None
+    if job is None or job.principal_id != principal.id:
+        # One answer for "no such job" and "someone else's" (a runs.manage caller included): no oracle.
+        raise TaskError(
+            INVALID_PARAMS,
+            f"unknown task {task_id!s}: check the taskId (tasks are visible to their creator only)",
+        )
     return job
 
 

@@ -72,12 +72,13 @@ def job_list(
     cursor (the last job's id)."""
     everyone = can_manage(principal) and not own_only
     jobs: QuerySet[Job] = Job.objects.all() if everyone else Job.objects.filter(principal_id=principal.id)
+    visible = jobs  # a cursor is looked up among these only: another caller's job id is no cursor (no oracle)
     if run_id:
         jobs = jobs.filter(run_id=_uuid(run_id, "run") or uuid.UUID(int=0))
     jobs = jobs.order_by("-created_at", "-id")
     if cursor:
         anchor_id = _uuid(cursor, "job")
-        anchor = Job.objects.filter(pk=anchor_id).values("created_at", "id").first() if anchor_id else None
+        anchor = visible.filter(pk=anchor_id).values("created_at", "id").first() if anchor_id else None
         if anchor is None:
             raise ToolError("invalid_params", "cursor: not a cursor this server returned; start without one")
         jobs = jobs.filter(created_at__lte=anchor["created_at"]).exclude(

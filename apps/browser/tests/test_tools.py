@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import zipfile
 
@@ -145,6 +146,30 @@ def test_structured_extraction_into_the_callers_schema(browser, ctx, site):
     result = tools.browser_extract(ctx, {"session": session, "structured": {"schema": schema, "fields": fields}})
     # then
     assert result["data"] == {"heading": "Price list", "items": ["Apple", "Pear"], "prices": [1.5, 2.25], "count": 2}
+
+
+@pytest.mark.parametrize(
+    ("schema", "field"),
+    [
+        ({"type": "object", "properties": {"heading": {"$ref": "{base}/x.json"}}}, "properties.heading.$ref"),
+        ({"anyOf": [{"type": "object"}, {"$ref": "{base}/x.json#/a"}]}, "anyOf.1.$ref"),
+        ({"$id": "{base}/", "properties": {"heading": {"$ref": "x.json"}}}, "properties.heading.$ref"),
+        ({"$dynamicRef": "file:///etc/passwd"}, "$dynamicRef"),
+    ],
+)
+def test_a_structured_schema_pointing_outside_itself_is_refused_unfetched(browser, ctx, site, schema, field):
+    # given a page and a caller schema that references the loopback site (or a file)
+    session = tools.browser_open(ctx, {"url": site.base + "/table"})["session"]
+    schema = json.loads(json.dumps(schema).replace("{base}", site.base))
+    site.hits.clear()
+    # when
+    with pytest.raises(ToolError) as err:
+        tools.browser_extract(ctx, {"session": session, "structured": {"schema": schema, "fields": {"heading": "h2"}}})
+    # then a clear error naming the keyword, and the worker fetched nothing
+    assert err.value.code == "invalid_arguments"
+    assert err.value.message.startswith(f"structured.schema.{field}: ")
+    assert "does not resolve inside the schema" in err.value.message
+    assert site.hits == []
 
 
 def test_selectors_matching_nothing_are_named(browser, ctx, site):
