@@ -324,3 +324,29 @@ def test_the_sweep_resends_messages_of_jobs_left_waiting(alice, settings, redis_
     assert redis_client.hlen("dramatiq:default.msgs") == 2
     fresh.refresh_from_db()
     assert fresh.state == "queued"
+
+
+@pytest.mark.django_db
+def test_a_message_that_could_not_be_sent_is_resent_by_the_next_sweep(
+    alice, settings, redis_client, monkeypatch, django_capture_on_commit_callbacks
+):
+    # given a broker that refuses the message when the job is submitted (a fake only for the error)
+    import dramatiq
+    import redis
+
+    settings.RUNS_RESEND_AFTER_S = 120
+    broker = dramatiq.get_broker()
+
+    def refuse(message, *, delay=None):
+        raise redis.ConnectionError("fake: Error 111 connecting to redis.sock")
+
+    monkeypatch.setattr(broker, "enqueue", refuse)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = _submit(alice)
+    monkeypatch.undo()
+    # when the broker is back and the next sweep runs (well within RUNS_RESEND_AFTER_S)
+    resent = services.job_resend_stalled()
+    # then the job's message is sent now, once
+    assert resent == [str(job.pk)]
+    assert services.job_resend_stalled() == []
+    assert redis_client.hlen("dramatiq:default.msgs") == 1
