@@ -258,6 +258,10 @@ def _pg_start(p: Paths) -> None:
     stale = p.pgdata / "postmaster.pid"
     if stale.exists():  # the PID in it is not a live postgres (checked by the caller): a crash left it
         stale.unlink()
+    socket_lock = p.sockets / f".s.PGSQL.{PG_PORT}.lock"
+    with contextlib.suppress(FileNotFoundError, IndexError, ValueError):
+        if not _process_named(int(socket_lock.read_text().splitlines()[0]), ("postgres", "postmaster")):
+            socket_lock.unlink()  # left by a killed postmaster; PostgreSQL refuses to start beside it
     log = p.log / "postgres.log"
     if as_user and log.exists():
         os.chown(log, as_user["user"], as_user["group"])
@@ -412,6 +416,8 @@ def ensure_started(p: Paths, *, postgres: bool, redis: bool) -> None:
     """Start what is not running; register this process as an owner unless it is an owner's child."""
     global _registered  # noqa: PLW0603 - one registration per process, by design
     child = os.environ.get(CHILD_ENV) == "1"
+    if child:
+        _await_owner_restart(p, postgres=postgres, redis=redis)
     with _locked(p):
         live = _live_holders(p)
         started_pg = False
@@ -434,6 +440,18 @@ def ensure_started(p: Paths, *, postgres: bool, redis: bool) -> None:
     _exit_normally_on_sigterm()
     # Our subprocesses (workers, daphne, a dramatiq fork) attach without owning.
     os.environ[CHILD_ENV] = "1"
+
+
+def _await_owner_restart(p: Paths, *, postgres: bool, redis: bool, timeout_s: float = 30) -> None:
+    """A child whose owner is alive waits for the owner's watcher to restart a dead server instead of racing it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with _locked(p):
+            if not _live_holders(p):
+                return  # no owner to wait for: start them ourselves, as before
+            if (not postgres or _pg_pid(p) is not None) and (not redis or _redis_pid(p) is not None):
+                return
+        time.sleep(0.2)
 
 
 def release() -> None:
@@ -459,6 +477,42 @@ def stop(p: Paths) -> None:
             holder.unlink(missing_ok=True)
         _redis_stop(p)
         _pg_stop(p)
+
+
+def owns() -> bool:
+    """Whether this process registered as an owner of the embedded servers (so it may restart them)."""
+    return _registered is not None and _registered[2] == os.getpid()
+
+
+def _pg_orphans(p: Paths) -> list[psutil.Process]:
+    """Backends of a postmaster that was killed: they run in the data directory and exit once they notice."""
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        with contextlib.suppress(psutil.Error):
+            if "postgres" in (proc.info["name"] or "") and Path(proc.cwd()) == p.pgdata:
+                found.append(proc)
+    return found
+
+
+def revive(p: Paths, *, postgres: bool, redis: bool) -> list[str]:
+    """Start again those of the servers that died (their process is gone); return which ("postgres", "redis").
+
+    For the owner's watcher (`make run`). A server whose process lives but does not answer is left alone: it may be
+    loading its data. Raises EmbeddedError when a restart fails; the caller retries with back-off.
+    """
+    revived = []
+    with _locked(p):
+        if postgres and _pg_pid(p) is None:
+            # A new postmaster beside the old one's backends would share the data directory: let them exit first.
+            deadline = time.monotonic() + 10
+            while _pg_orphans(p) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            _pg_start(p)
+            revived.append("postgres")
+        if redis and _redis_pid(p) is None:
+            _redis_start(p)
+            revived.append("redis")
+    return revived
 
 
 def _exit_normally_on_sigterm() -> None:

@@ -163,15 +163,16 @@ VARIABLES: tuple[Var, ...] = (
     ),
     Var(
         "DRAMATIQ_HEARTBEAT_TIMEOUT_MS",
-        "15000",
-        "Redis broker: a worker silent this long is dead and its unacked messages are requeued.",
+        "10000",
+        "Redis broker: a worker silent this long is dead and its unacked messages are requeued "
+        "(docs/reliability.md, Redelivery).",
         False,
     ),
     Var(
-        "DRAMATIQ_MAINTENANCE_CHANCE",
-        "10000",
-        "Redis broker: broker calls per million that run maintenance (requeue a dead worker's messages); idle "
-        "workers make about one call per second each.",
+        "DRAMATIQ_MAINTENANCE_INTERVAL_MS",
+        "1000",
+        "Redis broker: each process requeues dead workers' messages of a queue at most this often, on its next call "
+        "for that queue.",
         False,
     ),
     Var("RUNS_JOB_HEARTBEAT_S", "2", "How often a running job's worker writes its heartbeat (seconds).", False),

@@ -7,6 +7,7 @@ a delayed message), so the admin, the MCP task status and the dead-letter table 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import dramatiq
 from django.conf import settings
@@ -17,10 +18,30 @@ log = logging.getLogger(__name__)
 JOB_ACTOR_TIME_LIMIT_MS = 6 * 3600 * 1000
 
 
-def _job_execute(job_id: str) -> None:
-    from apps.runs.execution import job_execute
+# A delivery that lost its database connection is sent again this much later (a PostgreSQL restart takes seconds).
+DB_LOST_REDELIVERY_MS = 2000
 
-    job_execute(job_id=job_id)
+
+def _job_execute_on(queue: str) -> Callable[[str], None]:
+    def _job_execute(job_id: str) -> None:
+        from django.db import InterfaceError, OperationalError, connections
+
+        from apps.runs.execution import job_execute
+
+        try:
+            job_execute(job_id=job_id)
+        except (OperationalError, InterfaceError) as exc:
+            # The database went away under this delivery (PostgreSQL restarted, say). Its row still says what is
+            # left to do, so drop this thread's broken connections and deliver again shortly instead of leaving
+            # the job for the sweep's RUNS_RESEND_AFTER_S resend; a duplicate is dropped by the claim. (The resent
+            # message has the actor's time limit; the job's watcher still holds it to its tool's timeout_s.)
+            connections.close_all()
+            log.warning(
+                "job %s: database unavailable (%s); delivering it again in %s ms", job_id, exc, DB_LOST_REDELIVERY_MS
+            )
+            job_execute_actor(queue).send_with_options(args=(job_id,), delay=DB_LOST_REDELIVERY_MS)
+
+    return _job_execute
 
 
 _job_actors: dict[str, dramatiq.Actor] = {
@@ -29,7 +50,7 @@ _job_actors: dict[str, dramatiq.Actor] = {
         queue_name=queue,
         max_retries=0,
         time_limit=JOB_ACTOR_TIME_LIMIT_MS,
-    )(_job_execute)
+    )(_job_execute_on(queue))
     for queue in settings.DRAMATIQ_QUEUES
 }
 

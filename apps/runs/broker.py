@@ -10,6 +10,12 @@ consumer (one token wakes one consumer: no thundering herd), and an idle worker 
 The message itself still goes through Dramatiq's own Lua `enqueue`/`fetch`, acks, heartbeats and dead-worker
 maintenance, so delivery guarantees are Dramatiq's. A lost token (Redis restarted, consumer busy) only costs the
 fallback poll: messages requeued by maintenance and the rest are found by the next timed fetch, as before.
+
+Maintenance (requeue the unacked messages of workers silent for `heartbeat_timeout`) runs in Dramatiq on a random
+1 in `maintenance_chance` broker calls, and only for the queue of that call: with about one call per second per idle
+queue that left a dead worker's prefetched messages waiting for minutes. Here it runs on the first call for a queue
+after `maintenance_interval_ms` since this process last ran it for that queue, so the bound is deterministic:
+`heartbeat_timeout` + one interval + one fallback poll (docs/reliability.md, "Redelivery").
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from typing import Any
 
 import redis
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff
+from dramatiq.brokers.redis import MAINTENANCE_COMMAND_BLACKLIST, RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
@@ -36,7 +42,45 @@ def wake_key(namespace: str, queue_name: str) -> str:
 
 
 class WakingRedisBroker(RedisBroker):
-    """`RedisBroker` whose enqueue wakes one blocked consumer of the target queue."""
+    """`RedisBroker` whose enqueue wakes one blocked consumer of the target queue, with maintenance by time."""
+
+    def __init__(self, *, maintenance_interval_ms: int = 1000, **options: Any) -> None:
+        super().__init__(**options)
+        self.maintenance_interval_ms = maintenance_interval_ms
+        self._maintained_at: dict[str, int] = {}  # queue → when this process last ran maintenance for it (ms)
+
+    def _maintenance_due(self, command: str, queue_name: str, now_ms: int) -> int:
+        if command in MAINTENANCE_COMMAND_BLACKLIST:
+            return 0
+        last = self._maintained_at.get(queue_name)
+        if last is not None and now_ms - last < self.maintenance_interval_ms:
+            return 0
+        self._maintained_at[queue_name] = now_ms  # a race between threads costs one extra, harmless maintenance
+        return 1
+
+    def _dispatch(self, command: str) -> Any:
+        """Dramatiq 2.x `RedisBroker._dispatch`, with `_maintenance_due` instead of a random draw."""
+        dispatch = self.scripts["dispatch"]
+        keys = [self.namespace]
+
+        def do_dispatch(queue_name: str, *args: Any) -> Any:
+            timestamp = current_millis()
+            return dispatch(
+                args=[
+                    command,
+                    timestamp,
+                    queue_name,
+                    self.broker_id,
+                    self.heartbeat_timeout,
+                    self.dead_message_ttl,
+                    self._maintenance_due(command, queue_name, timestamp),
+                    self._max_unpack_size(),
+                    *args,
+                ],
+                keys=keys,
+            )
+
+        return do_dispatch
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:

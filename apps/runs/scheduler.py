@@ -7,6 +7,7 @@ delays the clock. A Redis lease makes a second scheduler a standby instead of a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -73,47 +74,90 @@ def load_schedule() -> dict[str, Periodic]:
     return SCHEDULE
 
 
-def run_forever(stop: threading.Event, *, tick_s: float = 0.1) -> None:
-    """Send each periodic actor when due while this process holds the leader lease; return when `stop` is set."""
-    client = redis.Redis.from_url(settings.REDIS_URL)
+# The leader lease (docs/reliability.md, "Scheduler"): short, renewed often, so a dead leader is replaced within
+# LEASE_S + STANDBY_CHECK_S whatever the periods in the schedule are.
+LEASE_S = 15.0
+RENEW_S = 5.0
+STANDBY_CHECK_S = 2.0
+# After a Redis error, or a send that failed, try again this soon rather than after a period.
+RETRY_S = 1.0
+
+# Take the lease if nobody holds it, renew it if we do: one step, so a lease that expired between a GET and a
+# PEXPIRE is never extended for its new holder.
+_HOLD = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
+    redis.call('pexpire', KEYS[1], ARGV[2])
+    return 1
+end
+if not holder then
+    redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def run_forever(
+    stop: threading.Event,
+    *,
+    tick_s: float = 0.1,
+    lease_s: float = LEASE_S,
+    renew_s: float = RENEW_S,
+    standby_check_s: float = STANDBY_CHECK_S,
+    retry_s: float = RETRY_S,
+    redis_url: str | None = None,
+) -> None:
+    """Send each periodic actor when due while this process holds the leader lease; return when `stop` is set.
+
+    Each actor has its own next-due time. A leader that cannot reach Redis stays leader while its last renewal is
+    younger than `lease_s` and renews (or takes the lease again) as soon as Redis answers; a standby asks every
+    `standby_check_s`.
+    """
+    client = redis.Redis.from_url(redis_url or settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    hold, release = client.register_script(_HOLD), client.register_script(_RELEASE)
     me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    lease_ms = int(max(5.0, 3 * max((p.every_s for p in SCHEDULE.values()), default=1.0)) * 1000)
+    lease_ms = int(lease_s * 1000)
     due = dict.fromkeys(SCHEDULE, 0.0)
-    leader = False
-    log.info("scheduler %s: %s", me, ", ".join(f"{p.name} every {p.every_s:g} s" for p in SCHEDULE.values()))
+    leader_until = 0.0  # monotonic time our lease runs out, as far as we know
+    ask_at = 0.0
+    log.info(
+        "scheduler %s: %s; lease %g s",
+        me,
+        ", ".join(f"{p.name} every {p.every_s:g} s" for p in SCHEDULE.values()),
+        lease_s,
+    )
     while not stop.is_set():
-        try:
-            leader = _hold_lease(client, me, lease_ms)
-        except redis.RedisError as exc:
-            log.warning("scheduler: Redis unavailable (%s); retrying", exc)
-            leader = False
-        if leader:
-            now = time.monotonic()
+        now = time.monotonic()
+        if now >= ask_at:
+            was_leader = now < leader_until
+            try:
+                held = bool(hold(keys=[LEADER_KEY], args=[me, lease_ms]))
+            except redis.RedisError as exc:
+                log.warning("scheduler: Redis unavailable (%s); asking again in %g s", exc, retry_s)
+                ask_at = now + retry_s
+            else:
+                leader_until = now + lease_s if held else 0.0
+                ask_at = now + (renew_s if held else standby_check_s)
+                if held != was_leader:
+                    log.info("scheduler %s: %s", me, "leader" if held else "standby (another scheduler leads)")
+        if now < leader_until:
             for name, periodic in SCHEDULE.items():
                 if now >= due[name]:
                     try:
                         periodic.send()
                     except Exception:
-                        log.exception("scheduler: could not send %s", name)
-                    due[name] = now + periodic.every_s
-        stop.wait(tick_s if leader else lease_ms / 3000)
-    if leader:
-        _release(client, me)
-
-
-def _hold_lease(client: redis.Redis, me: str, lease_ms: int) -> bool:
-    if client.set(LEADER_KEY, me, nx=True, px=lease_ms):
-        return True
-    holder = client.get(LEADER_KEY)
-    if holder == me.encode():
-        client.pexpire(LEADER_KEY, lease_ms)
-        return True
-    return False
-
-
-def _release(client: redis.Redis, me: str) -> None:
-    try:
-        if client.get(LEADER_KEY) == me.encode():
-            client.delete(LEADER_KEY)
-    except redis.RedisError:
-        pass
+                        log.exception("scheduler: could not send %s; trying again in %g s", name, retry_s)
+                        due[name] = now + min(retry_s, periodic.every_s)
+                    else:
+                        due[name] = now + periodic.every_s
+        stop.wait(tick_s)
+    if time.monotonic() < leader_until:
+        with contextlib.suppress(redis.RedisError):
+            release(keys=[LEADER_KEY], args=[me])

@@ -23,7 +23,7 @@ from typing import Any
 import dramatiq.errors
 import redis
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -188,7 +188,9 @@ def _idempotent_replay(job: Job, digest: str, key: str) -> Job:
 
 def _enqueue(job_id: Id, queue: str, timeout_s: float, delay_ms: int | None = None) -> None:
     """Send the job's message (after commit). A broker failure is logged, not raised: the job is committed and the
-    sweep resends messages of jobs left waiting (job_resend_stalled), so the caller still gets its job."""
+    sweep resends messages of jobs left waiting (job_resend_stalled), so the caller still gets its job. A message
+    known not to have been sent is marked due for resending at once, so the first sweep after the broker is back
+    sends it (not RUNS_RESEND_AFTER_S later)."""
     from apps.runs.actors import job_execute_actor
 
     options: dict[str, Any] = {"time_limit": int(timeout_s * 1000) + 1000}
@@ -197,7 +199,12 @@ def _enqueue(job_id: Id, queue: str, timeout_s: float, delay_ms: int | None = No
     try:
         job_execute_actor(queue).send_with_options(args=(str(job_id),), **options)
     except (redis.RedisError, OSError, dramatiq.errors.ConnectionError) as exc:
-        log.warning("job %s: message not sent (%s); the runs sweep will resend it", job_id, exc)
+        log.warning("job %s: message not sent (%s); the next runs sweep will resend it", job_id, exc)
+        overdue = timezone.now() - timedelta(seconds=settings.RUNS_RESEND_AFTER_S + 1)
+        try:
+            Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(last_sent_at=overdue)
+        except DatabaseError as db_exc:  # the sweep still resends it, RUNS_RESEND_AFTER_S later
+            log.warning("job %s: could not mark its message for resending (%s)", job_id, db_exc)
 
 
 def job_resend_stalled(*, limit: int = 500) -> list[str]:

@@ -377,7 +377,7 @@ os.environ.setdefault("dramatiq_worker_timeout", str(env.get_int("DRAMATIQ_WORKE
 if _broker_scheme in {"redis", "rediss", "unix"}:
     # A killed worker's unacked messages are requeued by broker maintenance once its heartbeat is this old.
     DRAMATIQ_BROKER["OPTIONS"]["heartbeat_timeout"] = env.get_int("DRAMATIQ_HEARTBEAT_TIMEOUT_MS")  # type: ignore[index]
-    DRAMATIQ_BROKER["OPTIONS"]["maintenance_chance"] = env.get_int("DRAMATIQ_MAINTENANCE_CHANCE")  # type: ignore[index]
+    DRAMATIQ_BROKER["OPTIONS"]["maintenance_interval_ms"] = env.get_int("DRAMATIQ_MAINTENANCE_INTERVAL_MS")  # type: ignore[index]
 RUNS_JOB_HEARTBEAT_S = env.get_float("RUNS_JOB_HEARTBEAT_S")
 RUNS_JOB_STALE_S = env.get_float("RUNS_JOB_STALE_S")
 RUNS_LOST_WORKER_RETRIES = env.get_int("RUNS_LOST_WORKER_RETRIES")

@@ -13,7 +13,7 @@ MCP_AUTH_FAILURES_PER_MINUTE = 0
 # Keep the suite's keys away from a platform running from the same checkout (`make run` uses db 0).
 if USE_EMBEDDED_REDIS:
     REDIS_URL = embedded.redis_url(VAR_PATHS, db=9)
-    DRAMATIQ_BROKER["OPTIONS"] = {"url": REDIS_URL}  # noqa: F405
+    DRAMATIQ_BROKER["OPTIONS"]["url"] = REDIS_URL  # type: ignore[index]  # noqa: F405
     CHANNEL_LAYERS = {
         "default": {**CHANNEL_LAYERS["default"], "CONFIG": {"hosts": [REDIS_URL], "prefix": "mcpplat:channels"}}  # noqa: F405
     }

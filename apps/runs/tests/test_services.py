@@ -324,3 +324,56 @@ def test_the_sweep_resends_messages_of_jobs_left_waiting(alice, settings, redis_
     assert redis_client.hlen("dramatiq:default.msgs") == 2
     fresh.refresh_from_db()
     assert fresh.state == "queued"
+
+
+@pytest.mark.django_db
+def test_a_message_that_could_not_be_sent_is_resent_by_the_next_sweep(
+    alice, settings, redis_client, monkeypatch, django_capture_on_commit_callbacks
+):
+    # given a broker that refuses the message when the job is submitted (a fake only for the error)
+    import dramatiq
+    import redis
+
+    settings.RUNS_RESEND_AFTER_S = 120
+    broker = dramatiq.get_broker()
+
+    def refuse(message, *, delay=None):
+        raise redis.ConnectionError("fake: Error 111 connecting to redis.sock")
+
+    monkeypatch.setattr(broker, "enqueue", refuse)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = _submit(alice)
+    monkeypatch.undo()
+    # when the broker is back and the next sweep runs (well within RUNS_RESEND_AFTER_S)
+    resent = services.job_resend_stalled()
+    # then the job's message is sent now, once
+    assert resent == [str(job.pk)]
+    assert services.job_resend_stalled() == []
+    assert redis_client.hlen("dramatiq:default.msgs") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_that_lost_the_database_is_delivered_again_shortly(alice, redis_client):
+    # given a queued job, and a database connection that breaks at the next query (a fake only for the error)
+    from django.db import OperationalError, connection
+
+    from apps.runs.actors import job_execute_actor
+
+    job = _submit(alice)
+    redis_client.flushdb()
+    broken = []
+
+    def postmaster_gone(execute, sql, params, many, context):
+        if not broken:
+            broken.append(sql)
+            raise OperationalError("fake: terminating connection due to unexpected postmaster exit")
+        return execute(sql, params, many, context)
+
+    # when its delivery runs
+    with connection.execute_wrapper(postmaster_gone):
+        job_execute_actor("default").fn(str(job.pk))
+    # then the job is untouched and its message is on the delay queue, to be delivered again in 2 s
+    job.refresh_from_db()
+    assert (job.state, job.attempts) == ("queued", 0)
+    assert broken
+    assert redis_client.hlen("dramatiq:default.DQ.msgs") == 1

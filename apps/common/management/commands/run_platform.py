@@ -2,7 +2,9 @@
 
 Children run in their own process groups (so a terminal's Ctrl-C reaches only us and we stop them in
 order) and die with us if we are killed (PR_SET_PDEATHSIG). Their output is prefixed with their name.
-When any child exits on its own, everything stops: a half-running platform is worse than a stopped one.
+A child that exits on its own is restarted with back-off (processes.RestartPolicy); the embedded PostgreSQL and
+Redis this process owns are restarted when they die. Only when restarts keep failing does everything stop, naming
+what failed (docs/reliability.md, "Supervision").
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from django.conf import settings
@@ -24,8 +27,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError
 
 from apps.accounts.services import first_contact_config
-from mcpplat import env
-from mcpplat.processes import Process, platform_processes
+from mcpplat import embedded, env
+from mcpplat.processes import Process, RestartPolicy, platform_processes
 
 _COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]
 _PR_SET_PDEATHSIG = 1
@@ -83,10 +86,46 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         width = max(len(p.name) for p in processes)
-        children: dict[str, asyncio.subprocess.Process] = {}
-        pumps = []
+        self._children: dict[str, asyncio.subprocess.Process] = {}
+        self._gave_up: str | None = None
+        self._reapers: dict[int, asyncio.Task[None]] = {}
+        self._pumps: set[asyncio.Task[None]] = set()
         environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for index, proc in enumerate(processes):
+        keepers = [
+            asyncio.create_task(
+                self._keep(
+                    proc,
+                    f"\x1b[{_COLOURS[index % len(_COLOURS)]}m{proc.name.ljust(width)} |\x1b[0m ",
+                    environment,
+                    stop,
+                )
+            )
+            for index, proc in enumerate(processes)
+        ]
+        watcher = asyncio.create_task(self._watch_embedded(stop))
+        await stop.wait()
+        watcher.cancel()
+        await self._terminate(self._children)
+        await asyncio.gather(*keepers, watcher, return_exceptions=True)
+        for pgid, reaper in self._reapers.items():
+            reaper.cancel()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._pumps, return_exceptions=True), 5)
+        self.stdout.write("mcpplat: stopped")
+        return 1 if self._gave_up else 0
+
+    def _give_up(self, what: str, stop: asyncio.Event) -> None:
+        if self._gave_up is None:
+            self._gave_up = what
+            self.stderr.write(f"mcpplat: {what}; stopping the platform")
+        stop.set()
+
+    async def _keep(self, proc: Process, prefix: str, environment: dict[str, str], stop: asyncio.Event) -> None:
+        """Run one child; restart it with back-off when it exits on its own (processes.RestartPolicy)."""
+        policy = RestartPolicy()
+        while not stop.is_set():
             child = await asyncio.create_subprocess_exec(
                 *proc.argv,
                 stdout=asyncio.subprocess.PIPE,
@@ -96,25 +135,73 @@ class Command(BaseCommand):
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-            children[proc.name] = child
-            prefix = f"\x1b[{_COLOURS[index % len(_COLOURS)]}m{proc.name.ljust(width)} |\x1b[0m "
-            pumps.append(asyncio.create_task(self._pump(child, prefix)))
-        exited = [asyncio.create_task(self._named_wait(name, c)) for name, c in children.items()]
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopper, *exited], return_when=asyncio.FIRST_COMPLETED)
-        code = 0
-        if stopper not in done:
-            name, returncode = next(t.result() for t in exited if t in done)
-            self.stderr.write(f"mcpplat: {name} exited with {returncode}; stopping the platform")
-            code = 1
-        await self._terminate(children)
-        await asyncio.gather(*pumps, return_exceptions=True)
-        self.stdout.write("mcpplat: stopped")
-        return code
+            self._children[proc.name] = child
+            if stop.is_set():  # the stop came while it was starting: _terminate did not see it
+                os.kill(child.pid, signal.SIGTERM)
+            started = time.monotonic()
+            pump = asyncio.create_task(self._pump(child, prefix))
+            returncode = await child.wait()
+            if stop.is_set():
+                self._pumps.add(pump)
+                return
+            # The leader is gone; what it started in its group (a dramatiq worker process whose main was killed,
+            # say) must not outlive it beside the replacement: it may drain, then it is killed.
+            self._reapers[child.pid] = asyncio.create_task(self._reap_group(child.pid))
+            self._pumps.add(pump)  # it ends when the last process holding the pipe does
+            uptime = time.monotonic() - started
+            delay = policy.after_exit(now=time.monotonic(), uptime_s=uptime)
+            if delay is None:
+                self._give_up(
+                    f"{proc.name} exited {policy.recent_failures} times within {policy.window_s:.0f} s "
+                    f"(last exit code {returncode})",
+                    stop,
+                )
+                return
+            self.stderr.write(
+                f"mcpplat: {proc.name} exited with {returncode} after {uptime:.1f} s; restarting it in {delay:.1f} s"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
 
-    @staticmethod
-    async def _named_wait(name: str, child: asyncio.subprocess.Process) -> tuple[str, int]:
-        return name, await child.wait()
+    async def _reap_group(self, pgid: int, grace_s: float = 12) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline:
+                os.killpg(pgid, 0)
+                await asyncio.sleep(0.2)
+            os.killpg(pgid, signal.SIGKILL)
+
+    async def _watch_embedded(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
+        """Restart the embedded PostgreSQL / Redis this process owns when they die (checked every `every_s`)."""
+        postgres, redis = settings.USE_EMBEDDED_DB, settings.USE_EMBEDDED_REDIS
+        if not (postgres or redis) or not embedded.owns():
+            return
+        names = {"postgres": "embedded PostgreSQL", "redis": "embedded Redis"}
+        policy = RestartPolicy()
+        started = time.monotonic()
+        pause = every_s
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+            if stop.is_set():
+                return
+            try:
+                revived = await asyncio.to_thread(embedded.revive, settings.VAR_PATHS, postgres=postgres, redis=redis)
+            except embedded.EmbeddedError as exc:
+                delay = policy.after_exit(now=time.monotonic(), uptime_s=0)
+                if delay is None:
+                    self._give_up(f"could not restart an embedded server {policy.recent_failures} times ({exc})", stop)
+                    return
+                self.stderr.write(f"mcpplat: {exc}; trying again in {delay:.1f} s")
+                pause = delay
+                continue
+            pause = every_s
+            if revived:
+                now = time.monotonic()
+                policy.after_exit(now=now, uptime_s=now - started)
+                started = now
+                self.stderr.write(f"mcpplat: {' and '.join(names[n] for n in revived)} had stopped; restarted")
 
     async def _pump(self, child: asyncio.subprocess.Process, prefix: str) -> None:
         if child.stdout is None:
@@ -124,10 +211,12 @@ class Command(BaseCommand):
             sys.stdout.flush()
 
     async def _terminate(self, children: dict[str, asyncio.subprocess.Process], grace_s: float = 15) -> None:
+        # SIGTERM to each child alone, not its group: a dramatiq main forwards it to its worker processes, and a
+        # second SIGTERM makes a dramatiq worker process exit at once ("Killing worker process…") instead of draining.
         for child in children.values():
             if child.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGTERM)
+                    os.kill(child.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.gather(*(c.wait() for c in children.values())), grace_s)
         except TimeoutError:
@@ -137,3 +226,6 @@ class Command(BaseCommand):
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(child.pid, signal.SIGKILL)
             await asyncio.gather(*(c.wait() for c in children.values()))
+        for child in children.values():  # anything left in a group (its leader exited first) goes with it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
