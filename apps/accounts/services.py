@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -21,7 +20,7 @@ from apps.accounts.identity import identity_cache_clear
 from apps.accounts.models import ApiToken, Role, RoleBinding, RoleGrant, RoleToolLimit, ServiceAccount
 from apps.accounts.roles import seed_roles
 from apps.accounts.selectors import role_grants_for  # re-exported for callers of the contract
-from apps.audit.writer import AuditRecord, audit_record_sync
+from apps.audit.writer import AuditRecord, audit_record_on_commit
 
 __all__ = [
     "IssuedToken",
@@ -58,7 +57,7 @@ def _audit(action: str, *, by: User | None, detail: dict[str, Any]) -> None:
     """Record the change once it is committed: a rolled-back change leaves no event, and the audit chain's lock
     is never held for the length of a caller's transaction."""
     record = AuditRecord(method=f"accounts.{action}", outcome="ok", detail=detail, **_actor(by))
-    transaction.on_commit(partial(audit_record_sync, record))
+    audit_record_on_commit(record)
 
 
 def role_catalog_seed() -> None:

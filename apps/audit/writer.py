@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -153,6 +154,16 @@ def audit_record_sync(record: AuditRecord) -> AuditEvent:
         chained = _chain(rows, head)
         cursor.execute(_insert_sql(len(chained)), _params(chained))
     return AuditEvent(**chained[0])
+
+
+def audit_record_on_commit(record: AuditRecord) -> None:
+    """Append `record` once the caller's transaction commits; a record that could not be written fails it now.
+
+    `prepare` (serialization, redaction, digest) runs inside the transaction, so a change whose event cannot be
+    recorded is rolled back instead of committed without its row; the write after commit only needs the database.
+    """
+    prepare(record)
+    transaction.on_commit(partial(audit_record_sync, record))
 
 
 # --------------------------------------------------------------------------------------------- async

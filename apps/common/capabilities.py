@@ -2,14 +2,17 @@
 
 A capability that is unavailable does not make the gateway unready (tasks and runs still work, and the
 capability's tools answer with an error naming the fix); it is reported so an operator sees it at a glance.
-Each check is cheap (a Docker ping and image lookup over the local socket, a file check, an in-memory flag) and
+Each check is cheap (a Docker ping and image lookup over the local socket, a file check, an in-memory flag, a model
+load started in the background and waited for briefly) and
 bounded by the readiness timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,11 @@ def browser() -> dict[str, Any]:
     return {**out, "ok": True}
 
 
+_warming: dict[str, concurrent.futures.Future[None]] = {}  # model id → the background load readiness started
+_warming_lock = threading.Lock()
+EMBEDDING_WAIT_S = 1.5  # how long a check waits for a load it started before answering "loading"
+
+
 def embeddings() -> dict[str, Any]:
     from apps.memory import embeddings as memory_embeddings
 
@@ -70,12 +78,31 @@ def embeddings() -> dict[str, Any]:
     if isinstance(embedder, memory_embeddings.LocalBackend):
         out["loaded"] = embedder.loaded()
         if not embedder.loaded():
+            # Normally done at process start; the first load of a deployment also builds the graph (≈ 2 s on a
+            # loaded machine), so it runs in the background and readiness answers "loading" until it is done.
+            with _warming_lock:
+                future = _warming.get(out["model"])
+                if future is None or (future.done() and future.exception() is not None):
+                    future = concurrent.futures.Future()
+                    _warming[out["model"]] = future
+                    threading.Thread(target=_warm, args=(embedder, future), daemon=True).start()
             try:
-                embedder.warm()  # well under a second; normally done at process start
+                future.result(timeout=EMBEDDING_WAIT_S)
+            except concurrent.futures.TimeoutError:
+                return {**out, "ok": False, "state": "loading", "fix": "wait: the model is loading (seconds)"}
             except memory_embeddings.EmbeddingError as exc:
                 return {**out, "ok": False, "error": str(exc)[:300], "fix": "scripts/venv.sh run"}
             out["loaded"] = True
     return {**out, "ok": True}
+
+
+def _warm(embedder: Any, future: concurrent.futures.Future[None]) -> None:
+    try:
+        embedder.warm()
+    except BaseException as exc:  # noqa: BLE001 - handed to the check that waits on it
+        future.set_exception(exc)
+    else:
+        future.set_result(None)
 
 
 CHECKS = {"sandbox": sandbox, "browser": browser, "embeddings": embeddings}

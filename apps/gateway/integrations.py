@@ -46,6 +46,23 @@ async def audit(**fields: Any) -> None:
     await module.audit_record(module.AuditRecord(**fields))
 
 
+def audit_problem(arguments: Any) -> str | None:
+    """Why a call with these arguments could not be audited, checked before it runs; None when it can be.
+
+    The writer's own `prepare` (serialization, redaction, digest) runs on a provisional record, so a failure that
+    would otherwise surface after the tool's effect surfaces before it.
+    """
+    module = audit_module()
+    prepare = getattr(module, "prepare", None)
+    if module is None or prepare is None:
+        return None
+    try:
+        prepare(module.AuditRecord(method="tools/call", outcome="ok", arguments=arguments))
+    except (ValueError, TypeError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 class Runs:
     """The job runtime's modules the gateway calls (contract in notes/TEAM.md)."""
 

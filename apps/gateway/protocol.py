@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from apps.gateway import errors, idempotency, ratelimit, schemas, sessions
+from apps.common import jsonvalues
+from apps.gateway import errors, idempotency, integrations, ratelimit, schemas, sessions
 from apps.gateway.config import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, SERVER_INFO, Limit, config
 from apps.gateway.errors import RpcError
 from apps.gateway.registry import Tool, ToolContext, ToolError, registry
@@ -181,6 +182,15 @@ def invalid_arguments_result(tool: Tool, validation_errors: list[Any]) -> dict[s
         "invalid_arguments",
         f"Invalid arguments for {tool.name}: {summary}. Fix the named field(s) and call again.",
         errors=items,
+    )
+
+
+def invalid_value_result(tool: Tool, path: str, rule: str, message: str) -> dict[str, Any]:
+    """An argument the stack cannot hold (apps.common.jsonvalues), said like a schema violation."""
+    return tool_error_result(
+        "invalid_arguments",
+        f"Invalid arguments for {tool.name}: {path}: {message} (rule: {rule}). Fix the named field and call again.",
+        errors=[{"path": path, "rule": rule, "message": message}],
     )
 
 
@@ -544,6 +554,14 @@ async def tools_call(call: Call) -> dict[str, Any]:
     if not isinstance(arguments, dict):
         raise RpcError(errors.INVALID_PARAMS, "params.arguments must be an object of the tool's arguments")
     call.tool, call.arguments = name, arguments
+    unrecordable = integrations.audit_problem(arguments)
+    if unrecordable is not None:
+        # No effect without its audit row: what cannot be recorded is not run.
+        call.arguments = {}
+        raise RpcError(
+            errors.INVALID_PARAMS,
+            f"params.arguments cannot be recorded in the audit trail ({unrecordable}); nothing was run",
+        )
     responses = params.get("inputResponses")
     if responses is not None and (
         not isinstance(responses, dict) or not all(isinstance(v, dict) for v in responses.values())
@@ -568,6 +586,12 @@ async def tools_call(call: Call) -> dict[str, Any]:
     if override is not None and not override.enabled:
         call.outcome, call.error_code = "denied", "tool_disabled"
         return tool_error_result("tool_disabled", f"{name} is disabled by the platform's staff for now.")
+    held = jsonvalues.value_problem(arguments)
+    if held is not None:
+        call.outcome, call.error_code = "invalid", "invalid_arguments"
+        result = invalid_value_result(tool, *held)
+        call.detail = result["content"][0]["text"]
+        return result
     validator = tool.input_validator
     problems = list(validator.iter_errors(arguments)) if validator and not validator.is_valid(arguments) else []
     if problems:
@@ -764,6 +788,11 @@ async def dispatch(call: Call) -> dict[str, Any]:
         if call.era == "modern" and call.method in {"initialize", "ping", "logging/setLevel"}:
             hint = " on the 2026-07-28 wire (it belongs to the handshake era; use server/discover)"
         raise RpcError(errors.METHOD_NOT_FOUND, f"Method not found: {call.method}{hint}")
+    # Arguments get their own check (an invalid_arguments result naming the field); the rest of params here.
+    held = jsonvalues.value_problem({k: v for k, v in call.params.items() if k != "arguments"})
+    if held is not None:
+        path, rule, message = held
+        raise RpcError(errors.INVALID_PARAMS, f"params/{path}: {message} (rule: {rule})")
     result = await entry[0](call)
     if call.era == "modern":
         result.setdefault("resultType", "complete")

@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import autodiscover_modules
 from jsonschema import Draft202012Validator
 
-from apps.gateway.schemas import SchemaRefused, offline_validator
+from apps.gateway import schemas
 
 # SEP-986 tool names: 1-128 chars of letters, digits, `_`, `-`, `.`; ours are `<capability>.<verb>`.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -104,7 +104,7 @@ class Tool:
     max_retries: int = 0
     task_support: TaskSupport = "forbidden"
     is_async: bool = False
-    input_validator: Draft202012Validator | None = None
+    input_validator: Any = None  # apps.gateway.schemas.InputValidator
     output_validator: Draft202012Validator | None = None
 
 
@@ -122,18 +122,25 @@ class Registry:
             raise ImproperlyConfigured(f"tool {spec.name!r}: a queued tool needs queue=")
         if spec.input_schema.get("type") != "object":
             raise ImproperlyConfigured(f"tool {spec.name!r}: input_schema must have type 'object'")
-        validators = {}
+        validators: dict[str, Any] = {}
         for which in ("input_schema", "output_schema"):
             schema = getattr(spec, which)
             if schema is None:
                 continue
             try:
-                validators[which] = offline_validator(schema, field=which)
-            except SchemaRefused as exc:
+                validators[which] = (
+                    schemas.input_validator(schemas.harden(schema))
+                    if which == "input_schema"
+                    else schemas.offline_validator(schema, field=which)
+                )
+            except schemas.SchemaRefused as exc:
                 raise ImproperlyConfigured(f"tool {spec.name!r}: invalid {exc}") from None
+        # What tools/list publishes is what the gateway enforces: the declaration plus the stack's own bounds.
+        input_schema = schemas.harden(spec.input_schema)
         compiled = Tool(
             **{
                 **spec.__dict__,
+                "input_schema": input_schema,
                 "is_async": inspect.iscoroutinefunction(spec.handler),
                 "input_validator": validators["input_schema"],
                 "output_validator": validators.get("output_schema"),

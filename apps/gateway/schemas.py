@@ -6,21 +6,32 @@ becomes a request made by the worker, and the fetched document shapes the error 
 Every validator the platform builds comes from `offline_validator`: its registry holds the schema itself (with
 its embedded `$id` resources and anchors) and the bundled JSON Schema metaschemas, and its `retrieve` refuses
 everything else. Every `$ref` / `$dynamicRef` is resolved once up front, so a reference to anything outside the
-document is a clear error naming where it sits, before any instance is validated. No format checker is attached:
-`format` stays an annotation, as 2020-12 defines it.
+document is a clear error naming where it sits, before any instance is validated. No format checker reaches
+anything outside the process: `format` is an annotation, except the few formats `input_validator` checks below.
+
+Tool input schemas also state what the stack can hold, and the gateway enforces it before a tool runs.
+`harden(schema)` adds the bounds a declaration leaves implicit, so clients learn them from `tools/list`:
+every `integer` without bounds gets PostgreSQL's bigint range, every `number` ±2**53, every unpatterned `string`
+the NUL-free pattern, every object's property names the same. `input_validator(schema)` is Draft 2020-12 with
+two stricter readings: `5.0` is not an `integer` (handlers slice and count with it), and the formats
+`date-time`, `date` and `uuid` are checked (a date-time must fit years 1-9999 in UTC, as the database needs).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import referencing.jsonschema
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
+from jsonschema.validators import extend
 from jsonschema_specifications import REGISTRY as METASCHEMAS
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
+
+from apps.common.jsonvalues import FORMAT_PROBLEMS, INT64_MAX, INT64_MIN, NUL_FREE_PATTERN, NUMBER_MAX
 
 if TYPE_CHECKING:
     from referencing._core import Resolver  # not re-exported by the package
@@ -66,7 +77,7 @@ def _registry() -> Registry[Any]:
     return METASCHEMAS.combine(Registry(retrieve=_refuse))  # type: ignore[call-arg]
 
 
-def offline_validator(schema: Any, *, field: str) -> Draft202012Validator:
+def offline_validator(schema: Any, *, field: str, cls: Any = Draft202012Validator) -> Any:
     """A Draft 2020-12 validator for `schema` that can resolve nothing outside it.
 
     Raises `SchemaRefused` naming `field` (and the keyword path) for a schema that breaks the metaschema or whose
@@ -80,7 +91,7 @@ def offline_validator(schema: Any, *, field: str) -> Draft202012Validator:
         where = ".".join([field, *map(str, exc.path)]) if exc.path else field
         raise SchemaRefused(where, f"is not a valid JSON Schema (2020-12): {exc.message}") from None
     registry = _registry()
-    validator = Draft202012Validator(schema, registry=registry, format_checker=None)
+    validator = cls(schema, registry=registry, format_checker=None)
     if isinstance(schema, Mapping):
         resource = referencing.jsonschema.DRAFT202012.create_resource(schema)
         root = registry.with_resource(resource.id() or "", resource).crawl()
@@ -200,3 +211,89 @@ def _reasons(error: ValidationError, index: int) -> list[str]:
     return [
         sub.message for sub in error.context or () if sub.relative_schema_path and sub.relative_schema_path[0] == index
     ]
+
+
+# ------------------------------------------------------------------------------------- bounds of the stack
+
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+_SUBSCHEMA_ONE = (
+    "items",
+    "additionalProperties",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "contains",
+    "not",
+    "if",
+    "then",
+    "else",
+    "propertyNames",
+)
+
+
+def _types(schema: dict[str, Any]) -> set[str]:
+    declared = schema.get("type")
+    if isinstance(declared, str):
+        return {declared}
+    if isinstance(declared, list):
+        return {t for t in declared if isinstance(t, str)}
+    return set()
+
+
+def _harden_node(schema: Any) -> None:
+    if not isinstance(schema, dict):
+        return
+    types = _types(schema)
+    if "integer" in types:
+        schema.setdefault("maximum", INT64_MAX)
+        schema.setdefault("minimum", INT64_MIN)
+    elif "number" in types:
+        if "maximum" not in schema and "exclusiveMaximum" not in schema:
+            schema["maximum"] = NUMBER_MAX
+        if "minimum" not in schema and "exclusiveMinimum" not in schema:
+            schema["minimum"] = -NUMBER_MAX
+    if "string" in types and "pattern" not in schema and schema.get("format") not in FORMAT_PROBLEMS:
+        schema["pattern"] = NUL_FREE_PATTERN
+    if "object" in types and "propertyNames" not in schema:
+        schema["propertyNames"] = {"pattern": NUL_FREE_PATTERN}
+    for key in _SUBSCHEMA_MAPS:
+        children = schema.get(key)
+        if isinstance(children, dict):
+            for child in children.values():
+                _harden_node(child)
+    for key in _SUBSCHEMA_LISTS:
+        children = schema.get(key)
+        if isinstance(children, list):
+            for child in children:
+                _harden_node(child)
+    for key in _SUBSCHEMA_ONE:
+        _harden_node(schema.get(key))
+
+
+def harden(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `schema` with the implicit bounds made explicit (see the module docstring)."""
+    hardened = copy.deepcopy(schema)
+    _harden_node(hardened)
+    return hardened
+
+
+def _is_integer(_checker: Any, instance: Any) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _format(_validator: Any, format_name: Any, instance: Any, _schema: Any) -> Iterator[ValidationError]:
+    problem = FORMAT_PROBLEMS.get(format_name)
+    if problem is not None and isinstance(instance, str) and (found := problem(instance)):
+        yield ValidationError(f"{instance!r} {found}")
+
+
+InputValidator = extend(
+    Draft202012Validator,
+    validators={"format": _format},
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
+def input_validator(schema: dict[str, Any]) -> Any:
+    """An offline validator of `schema` (hardened or not) with the stricter integer and format readings."""
+    return offline_validator(schema, field="input_schema", cls=InputValidator)

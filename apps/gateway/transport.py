@@ -19,11 +19,12 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from django.http.request import split_domain_port, validate_host
 
+from apps.common import jsonvalues
 from apps.gateway import errors, integrations, protocol, sessions
 from apps.gateway.config import HANDSHAKE_VERSIONS, MODERN_VERSIONS, config
 from apps.gateway.errors import RpcError
@@ -200,7 +201,7 @@ async def _audit(
             principal_id=getattr(principal, "id", None) or "anonymous",
             identity_source=getattr(principal, "identity_source", None) or "none",
             credential_id=getattr(principal, "credential_id", None),
-            method=method,
+            method=method or "(no method)",
             tool=call.tool if call else None,
             arguments=call.arguments if call else {},
             outcome=call.outcome if call and outcome == "ok" else outcome,
@@ -366,6 +367,19 @@ async def _read_message(ex: Exchange, principal: Any, version: str | None) -> di
             protocol_version=version,
         )
         return None
+    if jsonvalues.depth(message) > jsonvalues.MAX_DEPTH:
+        # The one nesting limit (apps.common.jsonvalues): what passes it can be validated, run and audited.
+        await _refuse(
+            ex,
+            400,
+            RpcError(
+                errors.INVALID_REQUEST,
+                f"Invalid request: the message nests deeper than {jsonvalues.MAX_DEPTH} levels; flatten the arguments",
+            ),
+            principal=principal,
+            protocol_version=version,
+        )
+        return None
     if isinstance(message, list):
         await _refuse(
             ex,
@@ -388,7 +402,13 @@ async def _read_message(ex: Exchange, principal: Any, version: str | None) -> di
 
 
 def _valid_id(value: Any) -> bool:
-    return isinstance(value, str | int) and not isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, str) or (isinstance(value, int) and jsonvalues.INT64_MIN <= value <= jsonvalues.INT64_MAX)
+
+
+def _valid_method(value: Any) -> TypeGuard[str]:
+    return isinstance(value, str) and bool(value)
 
 
 # ------------------------------------------------------------------------------------------ 2026-07-28
@@ -422,11 +442,14 @@ async def _modern(ex: Exchange, version: str) -> None:
         return
     rid = message.get("id")
     method = message.get("method")
-    if not _valid_id(rid) or not isinstance(method, str):
+    if not _valid_id(rid) or not _valid_method(method):
         await _refuse(
             ex,
             400,
-            RpcError(errors.INVALID_REQUEST, "Invalid request: needs a string or integer id and a string method"),
+            RpcError(
+                errors.INVALID_REQUEST,
+                "Invalid request: needs a string or 64-bit integer id and a non-empty string method",
+            ),
             principal=principal,
             request_id=rid if _valid_id(rid) else None,
             protocol_version=version,
@@ -582,11 +605,11 @@ async def _legacy(ex: Exchange, version: str | None) -> None:
             await sessions.reply_deliver(session.id, message["id"], message)
             await ex.respond(202)
         return
-    if not isinstance(method, str):
+    if not _valid_method(method):
         await _refuse(
             ex,
             400,
-            RpcError(errors.INVALID_REQUEST, "Invalid request: method must be a string"),
+            RpcError(errors.INVALID_REQUEST, "Invalid request: method must be a non-empty string"),
             principal=principal,
             protocol_version=version,
         )
@@ -599,7 +622,7 @@ async def _legacy(ex: Exchange, version: str | None) -> None:
         await _refuse(
             ex,
             400,
-            RpcError(errors.INVALID_REQUEST, "Invalid request: id must be a string or an integer"),
+            RpcError(errors.INVALID_REQUEST, "Invalid request: id must be a string or a 64-bit integer"),
             principal=principal,
             protocol_version=version,
         )

@@ -18,6 +18,7 @@ _NAMESPACE = {
     "maxLength": 200,
     "description": "Namespace to act on. Default: your own (named after your principal id). Shared ones need a grant.",
 }
+MAX_TTL_SECONDS = 10 * 365 * 86_400  # ten years: "now + ttl" stays a date the database can hold
 _READ_ONLY = Annotations(read_only=True, destructive=False, idempotent=True, open_world=False)
 _WRITES = Annotations(read_only=False, destructive=False, idempotent=True, open_world=False)
 _DATE_TIME = {"type": "string", "format": "date-time", "description": "ISO 8601 with a timezone"}
@@ -104,7 +105,12 @@ STORE_INPUT = {
                     },
                     "metadata": {"type": "object"},
                     "event_time": {**_DATE_TIME, "description": "when it was true (default: now)"},
-                    "ttl_seconds": {"type": "integer", "minimum": 1, "description": "expire this long after now"},
+                    "ttl_seconds": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_TTL_SECONDS,
+                        "description": "expire this long after now",
+                    },
                 },
                 "required": ["content"],
                 "additionalProperties": False,

@@ -28,7 +28,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.principal import Principal
-from apps.audit.writer import AuditRecord, audit_record_sync
+from apps.audit.writer import AuditRecord, audit_record_on_commit
 from apps.gateway.registry import Tool, ToolError
 from apps.runs import events
 from apps.runs.models import (
@@ -90,7 +90,7 @@ def _audit(
         detail=detail,
         **actor,
     )
-    transaction.on_commit(partial(audit_record_sync, record))
+    audit_record_on_commit(record)
 
 
 def arguments_digest(tool_name: str, arguments: dict[str, Any]) -> str:

@@ -17,16 +17,36 @@ from apps.sandbox import selectors, services
 
 log = logging.getLogger(__name__)
 
+# Hard ceilings stated in the schema (each role's quota applies below them): a sandbox lives at most 30 days, and
+# an exec cannot outlast sandbox.exec's own job time limit.
+MAX_TTL_S = 30 * 86_400
+MAX_EXEC_TIMEOUT_S = 3_600
+
 _ID = {"type": "string", "format": "uuid", "description": "A sandbox id from sandbox.create."}
 _LIMITS = {
     "type": "object",
     "additionalProperties": False,
     "description": "Resource limits; each must be within your role's quota. Unset keys take the defaults.",
     "properties": {
-        "memory_mb": {"type": "integer", "minimum": 32, "description": "Memory in MiB (the workdir counts)."},
-        "cpus": {"type": "number", "exclusiveMinimum": 0, "description": "CPU cores (fractions allowed)."},
-        "pids": {"type": "integer", "minimum": 16, "description": "Maximum processes."},
-        "disk_mb": {"type": "integer", "minimum": 1, "description": "Size of the writable workdir in MiB."},
+        "memory_mb": {
+            "type": "integer",
+            "minimum": 32,
+            "maximum": 1_048_576,
+            "description": "Memory in MiB (the workdir counts).",
+        },
+        "cpus": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 1024,
+            "description": "CPU cores (fractions allowed).",
+        },
+        "pids": {"type": "integer", "minimum": 16, "maximum": 4_194_304, "description": "Maximum processes."},
+        "disk_mb": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1_048_576,
+            "description": "Size of the writable workdir in MiB.",
+        },
     },
 }
 _ENV = {
@@ -67,8 +87,13 @@ _SANDBOX_OUT = {
         "properties": {
             "image": {"type": "string", "maxLength": 300, "description": "Allowlisted image; default: the Python one."},
             "snapshot_id": {"type": "string", "format": "uuid", "description": "Start from this snapshot instead."},
-            "ttl_s": {"type": "integer", "minimum": 10, "description": "Lifetime in seconds."},
-            "idle_ttl_s": {"type": "integer", "minimum": 10, "description": "Destroyed after this long without exec."},
+            "ttl_s": {"type": "integer", "minimum": 10, "maximum": MAX_TTL_S, "description": "Lifetime in seconds."},
+            "idle_ttl_s": {
+                "type": "integer",
+                "minimum": 10,
+                "maximum": MAX_TTL_S,
+                "description": "Destroyed after this long without exec.",
+            },
             "env": _ENV,
             "files": {
                 "type": "array",
@@ -177,7 +202,12 @@ def _text(data: bytes) -> tuple[str, str]:
             },
             "code": {"type": "string", "maxLength": 100_000, "description": "Python source run with python3 -c."},
             "stdin": {"type": "string", "maxLength": 10_000_000},
-            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "description": "Kill the process after this."},
+            "timeout_s": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": MAX_EXEC_TIMEOUT_S,
+                "description": "Kill the process after this.",
+            },
             "workdir": {"type": "string", "description": "Directory inside /workspace (relative or absolute)."},
             "env": _ENV,
         },
