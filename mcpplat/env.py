@@ -53,6 +53,18 @@ VARIABLES: tuple[Var, ...] = (
     ),
     Var("DB_POOL_MAX_SIZE", "8", "Connections per process in psycopg's pool.", False),
     Var(
+        "DB_TIMEOUT_S",
+        "5",
+        "Longest wait for a database connection (pool checkout, connect); past it a call answers 503 + Retry-After.",
+        False,
+    ),
+    Var(
+        "OUTAGE_RETRY_AFTER_S",
+        "5",
+        "The `Retry-After` (seconds) of a 503 answered while PostgreSQL or Redis is unavailable.",
+        False,
+    ),
+    Var(
         "REDIS_URL",
         None,
         "Redis URL (`redis://host:6379/0`, `rediss://…`, `unix:///path.sock?db=0`). Unset: "

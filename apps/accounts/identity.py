@@ -39,6 +39,7 @@ from apps.accounts.selectors import (
     principal_for_user,
     user_for_login,
 )
+from apps.common.db import releasing
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +281,9 @@ async def _authenticate_bearer(authorization: str) -> Principal:
             )
         )
     if credential.startswith(tokens.PREFIX):
-        return await _verify_once(authorization, lambda: sync_to_async(_api_token_principal)(credential))
+        # Thread-sensitive (one thread, as Django runs sync code for a request); `releasing` hands the thread's
+        # connection back to the pool, so one broken by a PostgreSQL restart is not kept (apps/common/db.py).
+        return await _verify_once(authorization, lambda: sync_to_async(releasing(_api_token_principal))(credential))
     if credential.count(".") == 2:
         return await _verify_once(authorization, lambda: _jwt_principal(credential))
     raise _permanent(unauthorized("the bearer token is neither an mcpplat API token (mcpp_…) nor a JWT"))
@@ -434,7 +437,7 @@ async def _jwt_principal(token: str) -> tuple[Principal, float]:
             " ".join(settings.OAUTH_REQUIRED_SCOPES), f"the access token lacks scope(s): {' '.join(missing)}"
         )
     credential_id = str(claims.get("jti") or "jwt:" + hashlib.sha256(token.encode()).hexdigest()[:16])
-    principal = await sync_to_async(_oauth_principal)(claims, scopes, credential_id)
+    principal = await sync_to_async(releasing(_oauth_principal))(claims, scopes, credential_id)
     ttl = min(float(settings.TOKEN_CACHE_SECONDS), float(claims["exp"]) - datetime.now(UTC).timestamp())
     return principal, ttl
 
@@ -495,7 +498,7 @@ async def _tailnet_login_principal(login: str, *, cache_key: str | None = None) 
         return hit[1]
     if not any(fnmatchcase(login, allowed.lower()) for allowed in settings.TAILNET_ALLOWED_LOGINS):
         raise forbidden(f"Tailnet login {login} is not in TAILNET_ALLOWED_LOGINS")
-    principal = await sync_to_async(_tailnet_user_principal)(login)
+    principal = await sync_to_async(releasing(_tailnet_user_principal))(login)
     _remember(key, principal, float(settings.TOKEN_CACHE_SECONDS))
     return principal
 

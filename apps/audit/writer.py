@@ -26,6 +26,7 @@ from django.db import connections, transaction
 from apps.audit.chain import CHAIN_LOCK_KEY, COLUMNS, GENESIS_HASH, canonical_json, keyed_digest, row_hash
 from apps.audit.models import AuditEvent, Outcome
 from apps.audit.redaction import redact
+from apps.common import outages
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,13 @@ class _GroupWriter:
             try:
                 await self._write([row for row, _ in batch])
             except Exception as exc:
-                log.exception("audit: a group commit of %d events failed", len(batch))
+                if (dependency := outages.dependency_of(exc)) is not None:
+                    outages.log_outage(dependency, exc, f"audit group commit of {len(batch)} events")
+                else:
+                    log.exception("audit: a group commit of %d events failed", len(batch))
                 await self._reset()
                 error = AuditWriteError(f"audit trail unavailable ({type(exc).__name__}: {exc}); event not recorded")
+                error.__cause__ = exc  # apps.common.outages tells a database outage by the cause
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(error)
@@ -219,15 +224,28 @@ class _GroupWriter:
                         future.set_result(None)
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
+        reused = self.connection is not None and not self.connection.closed
         if self.connection is None or self.connection.closed:
-            self.connection = await psycopg.AsyncConnection.connect(**_connection_params(), autocommit=False)
+            self.connection = await psycopg.AsyncConnection.connect(
+                **_connection_params(), autocommit=False, connect_timeout=max(1, round(settings.DB_TIMEOUT_S))
+            )
         connection = self.connection
-        async with connection.transaction(), connection.cursor() as cursor:
-            await cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
-            await cursor.execute(_HEAD_SQL)
-            head = await cursor.fetchone()
-            chained = _chain(rows, head)
-            await cursor.execute(_insert_sql(len(chained)), _params(chained))
+        inserting = False
+        try:
+            async with connection.transaction(), connection.cursor() as cursor:
+                await cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
+                await cursor.execute(_HEAD_SQL)
+                head = await cursor.fetchone()
+                chained = _chain(rows, head)
+                inserting = True
+                await cursor.execute(_insert_sql(len(chained)), _params(chained))
+        except psycopg.OperationalError:
+            if not reused or inserting:
+                raise  # a new connection that fails, or a failure once the insert was sent: not retried (no dupes)
+            # The kept connection was closed under us (a PostgreSQL restart) before anything was written:
+            # connect again and write the batch once on the new connection.
+            await self._reset()
+            await self._write(rows)
 
     async def _reset(self) -> None:
         if self.connection is not None:

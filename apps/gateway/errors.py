@@ -28,6 +28,7 @@ UNAUTHENTICATED = 40100
 PERMISSION_DENIED = 40300
 SESSION_NOT_FOUND = 40400
 PAYLOAD_TOO_LARGE = 41300
+SERVICE_UNAVAILABLE = 50300
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,14 @@ CATALOG: tuple[ErrorSpec, ...] = (
         "(2026-07-28). HTTP 400 on the 2026-07-28 wire, 200 on the handshake wire.",
     ),
     ErrorSpec(INTERNAL_ERROR, "internal_error", "jsonrpc", 200, "An unexpected failure; the request id is logged."),
+    ErrorSpec(
+        SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        "jsonrpc",
+        503,
+        "PostgreSQL or Redis is unreachable (restarting, refusing connections, or slower than its timeout): "
+        "`data.dependency` names it; nothing was done; retry after the `Retry-After` header (`data.retryAfterMs`).",
+    ),
     ErrorSpec(
         HEADER_MISMATCH,
         "header_mismatch",

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from apps.common import jsonvalues
+from apps.common.db import releasing
 from apps.gateway import errors, idempotency, integrations, ratelimit, schemas, sessions
 from apps.gateway.config import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, MODERN_VERSIONS, SERVER_INFO, Limit, config
 from apps.gateway.errors import RpcError
@@ -350,7 +351,8 @@ async def _run_inline(call: Call, tool: Tool, arguments: dict[str, Any]) -> dict
         if tool.is_async:
             value = await asyncio.wait_for(tool.handler(ctx, arguments), tool.timeout_s)  # type: ignore[arg-type]
         else:
-            value = await asyncio.wait_for(asyncio.to_thread(tool.handler, ctx, arguments), tool.timeout_s)  # type: ignore[arg-type]
+            handler = releasing(tool.handler)
+            value = await asyncio.wait_for(asyncio.to_thread(handler, ctx, arguments), tool.timeout_s)  # type: ignore[arg-type]
     except ToolError as exc:
         call.outcome, call.error_code, call.detail = "error", exc.code, exc.message
         return tool_error_result(exc.code, exc.message, **exc.data)

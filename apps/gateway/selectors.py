@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass
 
 import orjson
-from asgiref.sync import sync_to_async
 
+from apps.common.db import db_call
 from apps.gateway.config import Limit, parse_limit
 from apps.gateway.redis_client import get_redis
 from apps.gateway.services import TOOL_SETTINGS_KEY, tool_settings_publish
@@ -33,7 +33,7 @@ async def tool_overrides() -> dict[str, ToolOverride]:
         return _cache
     raw: dict[bytes, bytes] = await get_redis().hgetall(TOOL_SETTINGS_KEY)  # type: ignore[assignment]
     if b"__loaded__" not in raw:
-        await sync_to_async(tool_settings_publish)()
+        await db_call(tool_settings_publish)()
         raw = await get_redis().hgetall(TOOL_SETTINGS_KEY)  # type: ignore[assignment]
     parsed: dict[str, ToolOverride] = {}
     for key, value in raw.items():

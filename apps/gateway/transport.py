@@ -24,7 +24,7 @@ from typing import Any, TypeGuard
 import orjson
 from django.http.request import split_domain_port, validate_host
 
-from apps.common import jsonvalues
+from apps.common import jsonvalues, outages
 from apps.gateway import errors, integrations, protocol, sessions
 from apps.gateway.config import HANDSHAKE_VERSIONS, MODERN_VERSIONS, config
 from apps.gateway.errors import RpcError
@@ -216,9 +216,12 @@ async def _audit(
             job_id=call.job_id if call else None,
             detail=detail or (call.detail if call else ""),
         )
-    except Exception:
-        # An audit failure must not be silent, and must not turn into a 500 either.
-        logger.exception("audit write failed for %s", method)
+    except Exception as exc:
+        # An audit failure must not be silent; while the database is down it is one line, not a traceback each.
+        if (dependency := outages.dependency_of(exc)) is not None:
+            outages.log_outage(dependency, exc, f"audit of {method}")
+        else:
+            logger.exception("audit write failed for %s", method)
         raise
 
 
@@ -280,10 +283,26 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await _handle(ex)
     except ConnectionAbortedError:
         return
-    except Exception:
-        logger.exception("unhandled error on /mcp")
+    except Exception as exc:
+        dependency = outages.dependency_of(exc)
+        if dependency is None:
+            logger.exception("unhandled error on /mcp")
+            if not ex.started:
+                await ex.respond_error(500, RpcError(errors.INTERNAL_ERROR, "Internal error; it has been logged"))
+            return
+        outages.log_outage(dependency, exc, "/mcp")
         if not ex.started:
-            await ex.respond_error(500, RpcError(errors.INTERNAL_ERROR, "Internal error; it has been logged"))
+            await ex.respond_error(503, unavailable_error(dependency), headers=_retry_after_headers())
+
+
+def unavailable_error(dependency: str) -> RpcError:
+    """The answer while `dependency` (PostgreSQL, Redis) is down: 503 + Retry-After, naming it (never a 500)."""
+    data = {"dependency": dependency, "retryAfterMs": outages.retry_after_s() * 1000}
+    return RpcError(errors.SERVICE_UNAVAILABLE, outages.message(dependency), data, http_status=503, outcome="error")
+
+
+def _retry_after_headers() -> list[tuple[bytes, bytes]]:
+    return [(b"retry-after", str(outages.retry_after_s()).encode())]
 
 
 async def _handle(ex: Exchange) -> None:
@@ -882,6 +901,7 @@ async def _run(ex: Exchange, call: Call, *, sse_ok: bool, cancel_on_disconnect: 
 
 async def _finish(ex: Exchange, call: Call, task: asyncio.Future[Any], stream_id: str, gone: bool) -> None:
     status = 200
+    headers: list[tuple[bytes, bytes]] = []
     try:
         result = task.result()
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": call.request_id, "result": result}
@@ -897,17 +917,25 @@ async def _finish(ex: Exchange, call: Call, task: asyncio.Future[Any], stream_id
         table = errors.MODERN_HTTP_STATUS if call.era == "modern" else errors.LEGACY_HTTP_STATUS
         status = exc.http_status or table.get(exc.code, 200)
     except Exception as exc:
-        logger.exception("%s failed (request %s)", call.method, call.request_id)
-        call.outcome, call.error_code, call.detail = "error", "internal_error", f"{type(exc).__name__}: {exc}"
-        message = {
-            "jsonrpc": "2.0",
-            "id": call.request_id,
-            "error": {"code": errors.INTERNAL_ERROR, "message": "Internal error; it has been logged"},
-        }
+        dependency = outages.dependency_of(exc)
+        if dependency is not None:
+            outages.log_outage(dependency, exc, call.method)
+            error = unavailable_error(dependency)
+            call.outcome, call.error_code, call.detail = "error", "service_unavailable", f"{type(exc).__name__}: {exc}"
+            message = {"jsonrpc": "2.0", "id": call.request_id, "error": error.as_error()}
+            status, headers = 503, _retry_after_headers()
+        else:
+            logger.exception("%s failed (request %s)", call.method, call.request_id)
+            call.outcome, call.error_code, call.detail = "error", "internal_error", f"{type(exc).__name__}: {exc}"
+            message = {
+                "jsonrpc": "2.0",
+                "id": call.request_id,
+                "error": {"code": errors.INTERNAL_ERROR, "message": "Internal error; it has been logged"},
+            }
     await _audit(ex, principal=call.principal, method=call.method, outcome="ok", call=call)
     payload = orjson.dumps(message)
     if not ex.started:
-        await ex.respond(status, payload)
+        await ex.respond(status, payload, headers)
         return
     event_id = call.response_event_id
     if event_id is None and call.session is not None:

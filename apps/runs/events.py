@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Awaitable, Callable
-from functools import partial, wraps
+from functools import partial
 from typing import Any
 
 import redis
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.common.db import db_call  # noqa: F401 - re-exported: callers use events.db_call
 from apps.runs.models import TERMINAL_JOB_STATES, Id, Job, JobEvent, RunEvent
 
 log = logging.getLogger(__name__)
@@ -41,20 +40,6 @@ def redis_client() -> redis.Redis:
             if _client is None:
                 _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, health_check_interval=30)
     return _client
-
-
-def db_call[**P, R](fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """`fn` run from async code on a worker thread, returning that thread's DB connection to the pool afterwards
-    (threads outside Django's request cycle never close theirs, and the pool would run dry)."""
-
-    @wraps(fn)
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            connections.close_all()
-
-    return sync_to_async(call, thread_sensitive=False)
 
 
 def stream_key(job_id: Id) -> str:

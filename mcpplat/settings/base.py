@@ -133,15 +133,25 @@ if (USE_EMBEDDED_DB or USE_EMBEDDED_REDIS) and not _management_only:
         raise ImproperlyConfigured(str(exc)) from None
 
 _db = embedded.database_settings(VAR_PATHS) if USE_EMBEDDED_DB else _database_from_url(env.get_str("DATABASE_URL"))
+DB_TIMEOUT_S = env.get_float("DB_TIMEOUT_S")
+OUTAGE_RETRY_AFTER_S = env.get_int("OUTAGE_RETRY_AFTER_S")
 _db_extra = dict(_db.pop("OPTIONS_EXTRA", {}) or {})  # type: ignore[call-overload]
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
         **_db,
         "CONN_MAX_AGE": 0,  # the pool keeps connections; Django's persistent connections are wrong under ASGI
+        # With the pool this is psycopg's check at checkout: a connection broken by a PostgreSQL restart is
+        # discarded instead of handed to the next call (apps.common.db, docs/reliability.md).
+        "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {
+            "connect_timeout": max(1, round(DB_TIMEOUT_S)),
             **_db_extra,
-            "pool": {"min_size": 1, "max_size": env.get_int("DB_POOL_MAX_SIZE"), "timeout": 10},
+            "pool": {
+                "min_size": 1,
+                "max_size": env.get_int("DB_POOL_MAX_SIZE"),
+                "timeout": DB_TIMEOUT_S,
+            },
         },
         "TEST": {"NAME": "test_mcpplat"},
     }
@@ -183,7 +193,13 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [REDIS_URL], "prefix": "mcpplat:channels"},
     }
 }
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},  # an outage answers 503, never hangs
+    }
+}
 
 # ------------------------------------------------------------------------------------- auth & admin
 AUTH_PASSWORD_VALIDATORS = [

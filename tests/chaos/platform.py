@@ -167,6 +167,16 @@ class Platform:
 
     def rpc(self, method: str, params: dict[str, Any], *, name: str | None = None, timeout: float = 30) -> Any:
         """One JSON-RPC request; its result, or CallFailed naming the status or error."""
+        response = self.post(method, params, name=name, timeout=timeout)
+        if response.status_code != 200:
+            raise CallFailed(f"HTTP {response.status_code}: {response.text[:200]}")
+        message = _final_message(response)
+        if "error" in message:
+            raise CallFailed(f"JSON-RPC error {message['error']}")
+        return message["result"]
+
+    def post(self, method: str, params: dict[str, Any], *, name: str | None = None, timeout: float = 30) -> Any:
+        """One JSON-RPC request on the 2026-07-28 wire; the HTTP response as it came."""
         self._ids += 1
         headers = {
             "authorization": f"Bearer {self.token}",
@@ -178,13 +188,13 @@ class Platform:
         if name:
             headers["mcp-name"] = name
         body = {"jsonrpc": "2.0", "id": self._ids, "method": method, "params": params}
-        response = httpx.post(f"{self.base}/mcp", json=body, headers=headers, timeout=timeout)
-        if response.status_code != 200:
-            raise CallFailed(f"HTTP {response.status_code}: {response.text[:200]}")
-        message = _final_message(response)
-        if "error" in message:
-            raise CallFailed(f"JSON-RPC error {message['error']}")
-        return message["result"]
+        return httpx.post(f"{self.base}/mcp", json=body, headers=headers, timeout=timeout)
+
+    def tool_post(self, tool: str, arguments: dict[str, Any], *, timeout: float = 30) -> httpx.Response:
+        meta = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+        return self.post(
+            "tools/call", {"name": tool, "arguments": arguments, "_meta": meta}, name=tool, timeout=timeout
+        )
 
     def call(self, tool: str, arguments: dict[str, Any], *, task: bool = False, timeout: float = 30) -> Any:
         capabilities: dict[str, Any] = {"extensions": {TASKS_EXTENSION: {}}} if task else {}
@@ -233,6 +243,7 @@ class Load:
     ok: int = 0
     failed: int = 0
     acknowledged: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -250,8 +261,9 @@ class Load:
                 else:
                     self.acknowledged.append(self.platform.submit("chaos.default", {"nonce": n}))
                 self.ok += 1
-            except (CallFailed, httpx.HTTPError):
+            except (CallFailed, httpx.HTTPError) as exc:
                 self.failed += 1
+                self.failures.append(str(exc)[:300])
                 time.sleep(0.2)
             time.sleep(0.05)
 
