@@ -152,6 +152,7 @@ def job_submit(
                 idempotency_key=idempotency_key,
                 run=run,
                 max_retries=tool.max_retries,
+                rerun=tool.rerun,
                 timeout_s=tool.timeout_s,
                 ttl_ms=task_ttl_ms or settings.RUNS_TASK_TTL_MS,
                 trace_context=dict(trace_context or {}),
@@ -407,17 +408,32 @@ def _heartbeat_stale(job: Job, now: datetime | None = None) -> bool:
 
 
 def _recover_lost(job: Job) -> Job:
-    """The worker running `job` died (caller holds the row lock): retry it, or dead-letter it when out of tries."""
+    """The worker running `job` died (caller holds the row lock). What happens next is the tool's `rerun` policy:
+    "never" fails the job with `worker_lost` (its effect may have happened: running it again could repeat it);
+    "safe" and "adopt" retry it ("adopt" with `ctx.lost_attempt` set), or dead-letter it when out of tries."""
     lost = job.lost_count + 1
-    error = {
-        "code": "worker_lost",
-        "message": f"the worker {job.worker_id or '?'} stopped heartbeating during attempt {job.attempts}",
-        "data": {},
-        "retryable": True,
-    }
+    lost_during = f"the worker {job.worker_id or '?'} stopped heartbeating during attempt {job.attempts}"
+    if job.rerun == "never":
+        error = {
+            "code": "worker_lost",
+            "message": f"{lost_during}; {job.tool} is not safe to run twice, so it was not run again: check whether "
+            "it took effect before calling it again",
+            "data": {"attempt": job.attempts, "rerun": job.rerun},
+            "retryable": False,
+        }
+        return _transition_locked(
+            job,
+            to=JobState.FAILED,
+            error=error,
+            worker_id="",
+            lost_count=lost,
+            lost_attempt=job.attempts,
+            event_payload=_error_event(error),
+        )
+    error = {"code": "worker_lost", "message": lost_during, "data": {"attempt": job.attempts}, "retryable": True}
     if lost > settings.RUNS_LOST_WORKER_RETRIES and job.attempts > job.max_retries:
-        job.lost_count = lost
-        Job.objects.filter(pk=job.pk).update(lost_count=lost)
+        job.lost_count, job.lost_attempt = lost, job.attempts
+        Job.objects.filter(pk=job.pk).update(lost_count=lost, lost_attempt=job.attempts)
         return _dead_letter(job, error=error, claim=None)
     job = _transition_locked(
         job,
@@ -427,6 +443,7 @@ def _recover_lost(job: Job) -> Job:
         last_sent_at=timezone.now(),
         worker_id="",
         lost_count=lost,
+        lost_attempt=job.attempts,
         event_payload={"error": error, "attempt": job.attempts, "retry_in_ms": 0},
     )
     transaction.on_commit(partial(_enqueue, job.pk, job.queue, job.timeout_s))
@@ -525,6 +542,7 @@ def dead_letter_replay(*, dead_letter_id: int, principal: Principal) -> Job:
         request_id=original.request_id,
         run=original.run if original.run and original.run.state == RunState.ACTIVE else None,
         max_retries=original.max_retries,
+        rerun=original.rerun,
         timeout_s=original.timeout_s,
         ttl_ms=original.ttl_ms,
         trace_context=original.trace_context,

@@ -117,6 +117,7 @@ _SANDBOX_OUT = {
     annotations=Annotations(destructive=False, idempotent=False, open_world=False),
     execution="queued",
     queue="sandbox",
+    rerun="never",  # a second run would start a second sandbox against the caller's quota
     timeout_s=120,
     task_support="optional",
 )
@@ -231,6 +232,7 @@ def _text(data: bytes) -> tuple[str, str]:
     annotations=Annotations(destructive=True, idempotent=False, open_world=False),
     execution="queued",
     queue="sandbox",
+    rerun="adopt",  # the exec ledger in the sandbox: a retry adopts the lost attempt's command
     timeout_s=3700,
     task_support="optional",
 )
@@ -296,6 +298,7 @@ def sandbox_exec(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     annotations=Annotations(destructive=False, idempotent=False, open_world=False),
     execution="queued",
     queue="sandbox",
+    rerun="safe",  # reads the sandbox; a second run stores a second snapshot, nothing else
     timeout_s=600,
     task_support="optional",
 )
@@ -337,6 +340,7 @@ def sandbox_snapshot(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     annotations=Annotations(destructive=True, idempotent=True, open_world=False),
     execution="queued",
     queue="sandbox",
+    rerun="safe",  # idempotent
     timeout_s=60,
 )
 def sandbox_destroy(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
