@@ -227,6 +227,11 @@ def _text(data: bytes) -> tuple[str, str]:
             "duration_ms": {"type": "number"},
             "output_bytes": {"type": "integer"},
             "oom_killed": {"type": "boolean", "description": "The kernel killed it for exceeding memory_mb."},
+            "adopted_attempt": {
+                "type": ["integer", "null"],
+                "description": "Set when the worker running this call died: the attempt whose command this reports "
+                "(the command is never started twice).",
+            },
         },
     },
     annotations=Annotations(destructive=True, idempotent=False, open_world=False),
@@ -249,6 +254,9 @@ def sandbox_exec(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         env=args.get("env"),
         on_output=relay,
         cancelled=ctx.cancel_probe(),
+        job_id=ctx.job_id,
+        attempt=ctx.attempt,
+        lost_attempt=ctx.lost_attempt,
     )
     relay.flush()
     if result.cancelled:
@@ -266,6 +274,7 @@ def sandbox_exec(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         "duration_ms": round(result.duration_ms, 1),
         "output_bytes": result.output_bytes,
         "oom_killed": result.oom_killed,
+        "adopted_attempt": result.adopted_attempt,
     }
 
 
