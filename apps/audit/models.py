@@ -23,6 +23,8 @@ class Outcome(models.TextChoices):
     INVALID = "invalid", "invalid"
     ERROR = "error", "error"
     RATE_LIMITED = "rate_limited", "rate limited"
+    # A queued call's job was stored: its final outcome follows in a `job.finished` row with the same job_id.
+    ACCEPTED = "accepted", "accepted"
 
 
 class AuditEvent(models.Model):

@@ -16,6 +16,8 @@ import hashlib
 import json
 import logging
 import random
+import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -28,7 +30,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.principal import Principal
-from apps.audit.writer import AuditRecord, audit_record_on_commit
+from apps.audit.writer import AuditRecord, audit_record_on_commit, audit_record_sync
 from apps.gateway.registry import Tool, ToolError
 from apps.runs import events
 from apps.runs.models import (
@@ -93,6 +95,89 @@ def _audit(
     audit_record_on_commit(record)
 
 
+# ------------------------------------------------------------------------------ audit of queued calls
+#
+# A queued call is audited by the job's own writes, not only by the gateway that answered it (which may die before the
+# result): `tools/call` with outcome "accepted" in the transaction that stores the job, and `job.finished` (outcome ok
+# or error, the job's final state and error code) in the transaction that records the terminal state, whoever records
+# it (the worker, the runs sweep, a cancel). Both carry the job id and the call's request id.
+
+_deferred = threading.local()
+
+
+def _call_record(job: Job, **values: Any) -> AuditRecord:
+    principal = job.principal or {}
+    return AuditRecord(
+        principal_id=principal.get("id") or job.principal_id,
+        identity_source=principal.get("identity_source"),
+        credential_id=principal.get("credential_id"),
+        tool=job.tool,
+        request_id=job.request_id or None,
+        trace_id=(job.trace_context or {}).get("traceparent"),
+        run_id=str(job.run_id) if job.run_id else None,
+        job_id=str(job.pk),
+        **values,
+    )
+
+
+def _audit_accepted(job: Job, context: dict[str, Any] | None) -> None:
+    """The call's first audit row, in the job's own transaction: it exists exactly when the job does."""
+    context = context or {}
+    record = _call_record(
+        job,
+        method="tools/call",
+        arguments=job.arguments,
+        outcome="accepted",
+        session_id=context.get("session_id"),
+        client_host=context.get("client_host"),
+        protocol_version=context.get("protocol_version"),
+        detail={"queue": job.queue, "rerun": job.rerun},
+    )
+    audit_record_sync(record)
+
+
+def _audit_finished(job: Job) -> None:
+    """The call's final audit row, in the transaction that records the job's terminal state (caller holds the row).
+
+    Inside `_audit_finished_last()` it is written when that block ends, so the audit chain's lock is taken after every
+    row lock the block takes (a run's end locks each of its jobs in turn) and never held while waiting for one."""
+    succeeded = job.state == JobState.SUCCEEDED
+    code = None if succeeded else "cancelled" if job.state == JobState.CANCELLED else (job.error or {}).get("code")
+    duration = (job.finished_at - job.created_at).total_seconds() * 1000 if job.finished_at else None
+    record = _call_record(
+        job,
+        method="job.finished",
+        outcome="ok" if succeeded else "error",
+        error_code=code or None,
+        detail={
+            "state": job.state,
+            "attempts": job.attempts,
+            "lost_count": job.lost_count,
+            "duration_ms": round(duration, 3) if duration is not None else None,
+        },
+    )
+    pending = getattr(_deferred, "records", None)
+    if pending is not None:
+        pending.append(record)
+    else:
+        audit_record_sync(record)
+
+
+@contextlib.contextmanager
+def _audit_finished_last() -> Iterator[None]:
+    """Write the `job.finished` rows of the block at its end (call inside the block's transaction)."""
+    outer = getattr(_deferred, "records", None)
+    _deferred.records = [] if outer is None else outer
+    try:
+        yield
+        if outer is None:
+            for record in _deferred.records:
+                audit_record_sync(record)
+    finally:
+        if outer is None:
+            _deferred.records = None
+
+
 def arguments_digest(tool_name: str, arguments: dict[str, Any]) -> str:
     canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{tool_name}\n{canonical}".encode()).hexdigest()
@@ -111,8 +196,11 @@ def job_submit(
     run_id: str | None = None,
     task_ttl_ms: int | None = None,
     trace_context: dict[str, str] | None = None,
+    audit_context: dict[str, Any] | None = None,
 ) -> Job:
-    """Create a queued job and enqueue it after commit.
+    """Create a queued job and enqueue it after commit; its `tools/call` audit row (outcome "accepted") is written in
+    the same transaction. `audit_context`: what the gateway knows of the request (session_id, client_host,
+    protocol_version) for that row.
 
     Same principal + idempotency key with the same tool and arguments returns the first job (whatever its
     state); with different ones raises ToolError("idempotency_conflict"). The unique constraint makes this hold
@@ -130,10 +218,8 @@ def job_submit(
         if existing is not None:
             return _idempotent_replay(existing, digest, idempotency_key)
     try:
-        # Without a run the job row is the only write: one INSERT in autocommit (no BEGIN/COMMIT round trips). In a
-        # caller's transaction a savepoint is still needed, so a lost idempotency race leaves that transaction usable.
-        single = run_id is None and not transaction.get_connection().in_atomic_block
-        with contextlib.nullcontext() if single else transaction.atomic():
+        # In a caller's transaction this is a savepoint, so a lost idempotency race leaves that transaction usable.
+        with transaction.atomic():
             run = run_access(run_id=run_id, principal=principal, lock=False) if run_id else None
             if run is not None and (run.state != RunState.ACTIVE or run.lease_expires_at <= timezone.now()):
                 raise ToolError(
@@ -166,6 +252,7 @@ def job_submit(
                     payload={"job_id": str(job.pk), "tool": tool.name},
                     job_id=job.pk,
                 )
+            _audit_accepted(job, audit_context)
             transaction.on_commit(partial(_enqueue, job.pk, job.queue, job.timeout_s))
     except IntegrityError:
         # Lost the race for the idempotency key to a concurrent request: that request's job is the answer.
@@ -279,6 +366,8 @@ def _transition_locked(
     kind = event_kind or _default_event_kind(to)
     events.job_event_append(job=job, kind=kind, payload={"state": to, **(event_payload or {})})
     job.save(update_fields=sorted(fields))
+    if to in TERMINAL_JOB_STATES:
+        _audit_finished(job)
     return job
 
 
@@ -328,9 +417,11 @@ def job_heartbeat(*, job_id: str, claim: str) -> bool:
 
 def job_succeed(*, job_id: str, claim: str, result: dict[str, Any]) -> Job | None:
     """Record the result; None (and nothing written) when this execution no longer owns the job."""
-    done = events.job_fast_transition(job_id=job_id, to=JobState.SUCCEEDED, worker_id=claim, result=result)
-    if done is not None:
-        return done
+    with transaction.atomic():
+        done = events.job_fast_transition(job_id=job_id, to=JobState.SUCCEEDED, worker_id=claim, result=result)
+        if done is not None:
+            _audit_finished(done)
+            return done
     try:
         return job_transition(
             job_id=job_id, to=JobState.SUCCEEDED, claim=claim, result=result, event_payload={"result": result}
@@ -625,10 +716,11 @@ def run_cancel(*, run_id: str, principal: Principal, reason: str = "") -> tuple[
 def _run_end(run: Run, state: str, *, reason: str) -> list[Job]:
     """End an active run (caller holds its lock): cancel its in-flight jobs, then log the end."""
     cancelled = []
-    for active in Job.objects.filter(run=run, state__in=ACTIVE_JOB_STATES).order_by("created_at"):
-        job = _job_cancel(job=active, reason=reason)
-        if not job.cancel_was_noop:  # type: ignore[attr-defined]
-            cancelled.append(job)
+    with _audit_finished_last():
+        for active in Job.objects.filter(run=run, state__in=ACTIVE_JOB_STATES).order_by("created_at"):
+            job = _job_cancel(job=active, reason=reason)
+            if not job.cancel_was_noop:  # type: ignore[attr-defined]
+                cancelled.append(job)
     run.state = state
     run.ended_at = timezone.now()
     run.save(update_fields=["state", "ended_at", "updated_at"])
