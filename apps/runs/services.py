@@ -11,13 +11,10 @@ all end in a no-op rather than a second completion.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import random
-import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -30,7 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.principal import Principal
-from apps.audit.writer import AuditRecord, audit_record_on_commit, audit_record_sync
+from apps.audit.writer import AuditRecord, audit_outbox_drain, audit_record_on_commit, audit_record_outbox
 from apps.gateway.registry import Tool, ToolError
 from apps.runs import events
 from apps.runs.models import (
@@ -100,9 +97,8 @@ def _audit(
 # A queued call is audited by the job's own writes, not only by the gateway that answered it (which may die before the
 # result): `tools/call` with outcome "accepted" in the transaction that stores the job, and `job.finished` (outcome ok
 # or error, the job's final state and error code) in the transaction that records the terminal state, whoever records
-# it (the worker, the runs sweep, a cancel). Both carry the job id and the call's request id.
-
-_deferred = threading.local()
+# it (the worker, the runs sweep, a cancel). Both carry the job id and the call's request id. They go through the
+# audit outbox (one INSERT, no chain lock inside the job's transaction; ADR 0005) and enter the chain in batches.
 
 
 def _call_record(job: Job, **values: Any) -> AuditRecord:
@@ -133,14 +129,11 @@ def _audit_accepted(job: Job, context: dict[str, Any] | None) -> None:
         protocol_version=context.get("protocol_version"),
         detail={"queue": job.queue, "rerun": job.rerun},
     )
-    audit_record_sync(record)
+    audit_record_outbox(record)
 
 
 def _audit_finished(job: Job) -> None:
-    """The call's final audit row, in the transaction that records the job's terminal state (caller holds the row).
-
-    Inside `_audit_finished_last()` it is written when that block ends, so the audit chain's lock is taken after every
-    row lock the block takes (a run's end locks each of its jobs in turn) and never held while waiting for one."""
+    """The call's final audit row, in the transaction that records the job's terminal state (caller holds the row)."""
     succeeded = job.state == JobState.SUCCEEDED
     code = None if succeeded else "cancelled" if job.state == JobState.CANCELLED else (job.error or {}).get("code")
     duration = (job.finished_at - job.created_at).total_seconds() * 1000 if job.finished_at else None
@@ -156,26 +149,7 @@ def _audit_finished(job: Job) -> None:
             "duration_ms": round(duration, 3) if duration is not None else None,
         },
     )
-    pending = getattr(_deferred, "records", None)
-    if pending is not None:
-        pending.append(record)
-    else:
-        audit_record_sync(record)
-
-
-@contextlib.contextmanager
-def _audit_finished_last() -> Iterator[None]:
-    """Write the `job.finished` rows of the block at its end (call inside the block's transaction)."""
-    outer = getattr(_deferred, "records", None)
-    _deferred.records = [] if outer is None else outer
-    try:
-        yield
-        if outer is None:
-            for record in _deferred.records:
-                audit_record_sync(record)
-    finally:
-        if outer is None:
-            _deferred.records = None
+    audit_record_outbox(record)
 
 
 def arguments_digest(tool_name: str, arguments: dict[str, Any]) -> str:
@@ -716,11 +690,10 @@ def run_cancel(*, run_id: str, principal: Principal, reason: str = "") -> tuple[
 def _run_end(run: Run, state: str, *, reason: str) -> list[Job]:
     """End an active run (caller holds its lock): cancel its in-flight jobs, then log the end."""
     cancelled = []
-    with _audit_finished_last():
-        for active in Job.objects.filter(run=run, state__in=ACTIVE_JOB_STATES).order_by("created_at"):
-            job = _job_cancel(job=active, reason=reason)
-            if not job.cancel_was_noop:  # type: ignore[attr-defined]
-                cancelled.append(job)
+    for active in Job.objects.filter(run=run, state__in=ACTIVE_JOB_STATES).order_by("created_at"):
+        job = _job_cancel(job=active, reason=reason)
+        if not job.cancel_was_noop:  # type: ignore[attr-defined]
+            cancelled.append(job)
     run.state = state
     run.ended_at = timezone.now()
     run.save(update_fields=["state", "ended_at", "updated_at"])
@@ -751,9 +724,16 @@ def run_expire_leases(*, limit: int = 100) -> list[str]:
 
 
 def runs_sweep() -> dict[str, list[str]]:
-    """One pass of the periodic maintenance: stale jobs, then expired run leases."""
-    return {
+    """One pass of the periodic maintenance: stale jobs, expired run leases, stalled messages, then the audit rows a
+    process that died left in the outbox (its drain thread moves them at once otherwise)."""
+    outcome = {
         "recovered_jobs": job_recover_stale(),
         "expired_runs": run_expire_leases(),
         "resent_jobs": job_resend_stalled(),
     }
+    moved = 0
+    while (batch := audit_outbox_drain()) > 0:
+        moved += batch
+    if moved:
+        log.info("runs sweep: moved %s audit row(s) from the outbox into the chain", moved)
+    return outcome

@@ -9,12 +9,14 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from apps.audit.models import AuditEvent
+from apps.audit.models import AuditEvent, AuditOutbox
 from apps.audit.selectors import audit_chain_verify
+from apps.audit.writer import audit_outbox_drain
 from apps.gateway.registry import registry
 from apps.gateway.tests.inprocess import modern_tool_call
 from apps.runs import execution, services
 from apps.runs.models import Job
+from conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,7 +35,9 @@ def agent_token(transactional_db, redis_client) -> str:
 
 
 def _rows(job_id: str) -> list[tuple[str, str, str, str]]:
-    rows = AuditEvent.objects.filter(job_id=job_id).order_by("sequence")
+    """The job's audit rows, once the outbox is empty (the drain thread or this drain moved them into the chain)."""
+    wait_for(lambda: audit_outbox_drain() >= 0 and not AuditOutbox.objects.exists(), 10)
+    rows = AuditEvent.objects.filter(job_id=job_id).order_by("created_at", "sequence")
     return list(rows.values_list("method", "outcome", "error_code", "tool"))
 
 
@@ -42,16 +46,16 @@ async def test_an_acknowledged_call_is_audited_with_its_final_outcome_by_the_wor
     request_id = str(uuid.uuid4())
     answer = await modern_tool_call(agent_token, "test.noop", {"x": 1}, request_id)
     job_id = answer.final()["result"]["task"]["taskId"]
-    accepted = await AuditEvent.objects.aget(job_id=job_id, outcome="accepted")
     # when only the worker path completes the job
     await sync_to_async(execution.job_execute)(job_id=job_id)
     # then the call has its acceptance, the gateway's answer (task created) and its final outcome, linked by the job
-    # id, in one intact chain
+    # id, in one intact chain (in the order they happened)
     assert await sync_to_async(_rows)(job_id) == [
         ("tools/call", "accepted", "", "test.noop"),
         ("tools/call", "ok", "", "test.noop"),
         ("job.finished", "ok", "", "test.noop"),
     ]
+    accepted = await AuditEvent.objects.aget(job_id=job_id, outcome="accepted")
     finished = await AuditEvent.objects.aget(job_id=job_id, method="job.finished")
     assert (accepted.request_id, finished.request_id) == (request_id, request_id)
     assert accepted.principal_id == finished.principal_id != ""
