@@ -297,7 +297,9 @@ class ExecResult:
 # running it again. `inspect` prints the entry's state: `none`, `running <attempt>`, `finished <attempt> <status>`,
 # or `killed <attempt>` (the command is gone without a status: killed with its exec, e.g. by a cancel).
 # The command keeps its `timeout -s KILL` inside the entry, so its deadline holds with no worker attached. Entries of
-# ended commands are pruned 5 minutes after they ended (a lost worker's retry comes within seconds).
+# ended commands are pruned 5 minutes after they ended (a lost worker's retry comes within seconds). The followers
+# (`tail --pid`, GNU coreutils like `timeout`) notice the command's end within their 10 ms poll: an exec through the
+# ledger took 75-94 ms at p50 against 53-56 ms plain (`echo`, runc, 30 execs each).
 LEDGER_ROOT = "/tmp/.mcpplat-exec"  # noqa: S108 - inside the container (its own tmpfs)
 LEDGER_PRUNE_MIN = 5
 _LEDGER_SCRIPT = (
@@ -325,8 +327,8 @@ _LEDGER_SCRIPT = (
     "fi\n"
     "exec 3<&-\n"
     'pid=$(cat "$dir/pid")\n'
-    'tail -c +1 -s 0.05 --pid="$pid" -f "$dir/err" >&2 &\n'
-    'tail -c +1 -s 0.05 --pid="$pid" -f "$dir/out"\n'
+    'tail -c +1 -s 0.01 --pid="$pid" -f "$dir/err" >&2 &\n'
+    'tail -c +1 -s 0.01 --pid="$pid" -f "$dir/out"\n'
     "wait\n"
     'if [ -s "$dir/exit" ]; then exit "$(cat "$dir/exit")"; fi\n'
     "exit 137\n"
