@@ -618,6 +618,7 @@ def dead_letter_replay(*, dead_letter_id: int, principal: Principal) -> Job:
     letter.replayed_at = timezone.now()
     letter.replayed_job = job
     letter.save(update_fields=["replayed_at", "replayed_job"])
+    _audit_accepted(job, None)  # the replayed call's own rows: accepted now, job.finished when it ends
     transaction.on_commit(partial(_enqueue, job.pk, job.queue, job.timeout_s))
     _audit("dead_letter_replay", principal=principal, job_id=job.pk, detail={"original_job": str(original.pk)})
     return job

@@ -108,3 +108,23 @@ def test_the_jobs_a_run_cancel_ends_are_each_audited(alice, redis_client):
             ("job.finished", "error", "cancelled", "test.noop"),
         ]
     assert audit_chain_verify().ok
+
+
+def test_a_dead_letter_replay_is_audited_as_its_own_call(alice, operator, redis_client):
+    # given a job dead-lettered after its retries
+    job = services.job_submit(tool=registry.get("test.gated"), arguments={"key": "dl"}, principal=alice)
+    for _ in range(3):
+        execution.job_execute(job_id=str(job.pk))
+    job.refresh_from_db()
+    assert job.state == "dead_lettered"
+    # when staff replay it
+    replayed = services.dead_letter_replay(dead_letter_id=job.dead_letter.pk, principal=operator)
+    # then the original call ended audited, and the replay is audited as staff's action and as an accepted call
+    assert _rows(str(job.pk)) == [
+        ("tools/call", "accepted", "", "test.gated"),
+        ("job.finished", "error", "gate_closed", "test.gated"),
+    ]
+    assert sorted(_rows(str(replayed.pk))) == [
+        ("runs.dead_letter_replay", "ok", "", ""),
+        ("tools/call", "accepted", "", "test.gated"),
+    ]
