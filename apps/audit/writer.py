@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -186,15 +186,19 @@ def audit_record_outbox(record: AuditRecord) -> None:
 
 _TABLE_OUTBOX = AuditOutbox._meta.db_table
 _OUTBOX_INSERT_SQL = f"INSERT INTO {_TABLE_OUTBOX} (row, created_at) VALUES (%s::jsonb, %s)"  # noqa: S608
-_OUTBOX_SELECT_SQL = f"SELECT id, row FROM {_TABLE_OUTBOX} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"  # noqa: S608
+_OUTBOX_SELECT_SQL = (
+    f"SELECT id, row FROM {_TABLE_OUTBOX} WHERE created_at <= %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"  # noqa: S608
+)
 _OUTBOX_DELETE_SQL = f"DELETE FROM {_TABLE_OUTBOX} WHERE id = ANY(%s)"  # noqa: S608
 
 
-def audit_outbox_drain(*, limit: int = 500) -> int:
-    """Move up to `limit` outbox rows into the chain, oldest first, in one transaction; the number moved. Concurrent
-    drainers take different rows (SKIP LOCKED) and then queue on the chain lock like any writer."""
+def audit_outbox_drain(*, limit: int = 500, older_than_s: float = 0) -> int:
+    """Move up to `limit` outbox rows (written at least `older_than_s` ago) into the chain, oldest first, in one
+    transaction; the number moved. Concurrent drainers take different rows (SKIP LOCKED) and then queue on the chain
+    lock like any writer."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
     with transaction.atomic(), connections["default"].cursor() as cursor:
-        cursor.execute(_OUTBOX_SELECT_SQL, [limit])
+        cursor.execute(_OUTBOX_SELECT_SQL, [cutoff, limit])
         taken = cursor.fetchall()
         if not taken:
             return 0

@@ -724,6 +724,10 @@ def run_expire_leases(*, limit: int = 100) -> list[str]:
     return expired
 
 
+# Audit outbox rows this old were left by a process that died before its drain thread moved them (it lingers 20 ms).
+OUTBOX_LEFT_BEHIND_S = 5.0
+
+
 def runs_sweep() -> dict[str, list[str]]:
     """One pass of the periodic maintenance: stale jobs, expired run leases, stalled messages, then the audit rows a
     process that died left in the outbox (its drain thread moves them at once otherwise)."""
@@ -733,8 +737,8 @@ def runs_sweep() -> dict[str, list[str]]:
         "resent_jobs": job_resend_stalled(),
     }
     moved = 0
-    while (batch := audit_outbox_drain()) > 0:
+    while (batch := audit_outbox_drain(older_than_s=OUTBOX_LEFT_BEHIND_S)) > 0:
         moved += batch
     if moved:
-        log.info("runs sweep: moved %s audit row(s) from the outbox into the chain", moved)
+        log.warning("runs sweep: moved %s audit row(s) a process left in the outbox into the chain", moved)
     return outcome

@@ -128,3 +128,24 @@ def test_a_dead_letter_replay_is_audited_as_its_own_call(alice, operator, redis_
         ("runs.dead_letter_replay", "ok", "", ""),
         ("tools/call", "accepted", "", "test.gated"),
     ]
+
+
+def test_the_sweep_moves_rows_a_dead_process_left_in_the_outbox(redis_client):
+    # given an outbox row a process wrote 60 s ago before it died, and one written just now (its drain is due)
+    from apps.audit.writer import AuditRecord, prepare
+
+    def outbox_row(request_id: str) -> AuditOutbox:
+        row = prepare(AuditRecord(method="job.finished", outcome="ok", request_id=request_id))
+        return AuditOutbox.objects.create(row={**row, "created_at": row["created_at"].isoformat()})
+
+    left = outbox_row("left-behind")
+    AuditOutbox.objects.filter(pk=left.pk).update(created_at=services.timezone.now() - services.timedelta(seconds=60))
+    fresh = outbox_row("fresh")
+    # when the runs sweep runs
+    services.runs_sweep()
+    # then it moved the left-behind row into the chain and left the fresh one to its process's drain
+    assert AuditEvent.objects.filter(request_id="left-behind").count() == 1
+    assert list(AuditOutbox.objects.values_list("pk", flat=True)) == [fresh.pk]
+    assert audit_outbox_drain() == 1
+    assert AuditEvent.objects.filter(request_id="fresh").count() == 1
+    assert audit_chain_verify().ok
