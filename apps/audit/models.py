@@ -23,6 +23,8 @@ class Outcome(models.TextChoices):
     INVALID = "invalid", "invalid"
     ERROR = "error", "error"
     RATE_LIMITED = "rate_limited", "rate limited"
+    # A queued call's job was stored: its final outcome follows in a `job.finished` row with the same job_id.
+    ACCEPTED = "accepted", "accepted"
 
 
 class AuditEvent(models.Model):
@@ -84,3 +86,19 @@ class AuditDigest(models.Model):
 
     def __str__(self) -> str:
         return f"digest @#{self.sequence} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
+class AuditOutbox(models.Model):
+    """An event already durable but not yet in the chain: written in the transaction of the change it records (no chain
+    lock there), moved into the chain in batches by `writer.audit_outbox_drain` (right after commit, and by the runs
+    sweep for what a process that died left behind)."""
+
+    id = models.BigAutoField(primary_key=True)
+    row = models.JSONField(help_text="writer.prepare() of the record; created_at as ISO 8601")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"outbox #{self.id} {self.row.get('method', '')}"

@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
+import orjson
 import psycopg
 from django.conf import settings
 from django.db import connections, transaction
 
 from apps.audit.chain import CHAIN_LOCK_KEY, COLUMNS, GENESIS_HASH, canonical_json, keyed_digest, row_hash
-from apps.audit.models import AuditEvent, Outcome
+from apps.audit.models import AuditEvent, AuditOutbox, Outcome
 from apps.audit.redaction import redact
 from apps.common import outages
 
@@ -165,6 +167,87 @@ def audit_record_on_commit(record: AuditRecord) -> None:
     """
     prepare(record)
     transaction.on_commit(partial(audit_record_sync, record))
+
+
+# -------------------------------------------------------------------------------------------- outbox
+
+
+def audit_record_outbox(record: AuditRecord) -> None:
+    """Make `record` durable in the caller's transaction without taking the chain lock there: one INSERT into the
+    outbox. It enters the chain (with its own created_at) in a batch shortly after commit (`audit_outbox_drain` on this
+    process's drain thread), or at the next runs sweep if this process dies first. For hot paths that must not
+    serialize on the chain (a queued call's acceptance and end)."""
+    row = prepare(record)
+    created_at = row["created_at"]
+    row["created_at"] = created_at.isoformat()
+    with connections["default"].cursor() as cursor:
+        cursor.execute(_OUTBOX_INSERT_SQL, [orjson.dumps(row).decode(), created_at])
+    transaction.on_commit(_drainer.kick)
+
+
+_TABLE_OUTBOX = AuditOutbox._meta.db_table
+_OUTBOX_INSERT_SQL = f"INSERT INTO {_TABLE_OUTBOX} (row, created_at) VALUES (%s::jsonb, %s)"  # noqa: S608
+_OUTBOX_SELECT_SQL = (
+    f"SELECT id, row FROM {_TABLE_OUTBOX} WHERE created_at <= %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"  # noqa: S608
+)
+_OUTBOX_DELETE_SQL = f"DELETE FROM {_TABLE_OUTBOX} WHERE id = ANY(%s)"  # noqa: S608
+
+
+def audit_outbox_drain(*, limit: int = 500, older_than_s: float = 0) -> int:
+    """Move up to `limit` outbox rows (written at least `older_than_s` ago) into the chain, oldest first, in one
+    transaction; the number moved. Concurrent drainers take different rows (SKIP LOCKED) and then queue on the chain
+    lock like any writer."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    with transaction.atomic(), connections["default"].cursor() as cursor:
+        cursor.execute(_OUTBOX_SELECT_SQL, [cutoff, limit])
+        taken = cursor.fetchall()
+        if not taken:
+            return 0
+        rows = []
+        for _, stored in taken:
+            row = stored if isinstance(stored, dict) else orjson.loads(stored)
+            rows.append({**row, "created_at": datetime.fromisoformat(row["created_at"])})
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
+        cursor.execute(_HEAD_SQL)
+        chained = _chain(rows, cursor.fetchone())
+        cursor.execute(_insert_sql(len(chained)), _params(chained))
+        cursor.execute(_OUTBOX_DELETE_SQL, [[pk for pk, _ in taken]])
+    return len(taken)
+
+
+class _Drainer:
+    """One daemon thread per process that drains the outbox when kicked. It lingers AUDIT_BATCH_WAIT_MS after a kick (at
+    least 20 ms) so the kicks of that time share one chain transaction: a drain per call costs every queued call a
+    chain-lock round trip and its process's GIL (measured: +1.5 ms p50). The rows are durable meanwhile."""
+
+    def __init__(self) -> None:
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def kick(self) -> None:
+        self.wake.set()
+        if self.thread is None or not self.thread.is_alive():
+            with self.lock:
+                if self.thread is None or not self.thread.is_alive():
+                    self.thread = threading.Thread(target=self._run, name="audit-outbox", daemon=True)
+                    self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait()
+            time.sleep(max(0.02, settings.AUDIT_BATCH_WAIT_MS / 1000))
+            self.wake.clear()
+            try:
+                while audit_outbox_drain() > 0:
+                    pass
+            except Exception:
+                log.exception("audit: draining the outbox failed; the runs sweep moves what is left")
+            finally:
+                connections.close_all()  # hold no connection while idle (test databases, restarts)
+
+
+_drainer = _Drainer()
 
 
 # --------------------------------------------------------------------------------------------- async

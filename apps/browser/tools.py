@@ -50,6 +50,7 @@ _PAGE = {
         "required": ["session", "url", "title", "snapshot"],
     },
     annotations=Annotations(read_only=False, destructive=False, idempotent=False, open_world=True),
+    rerun="safe",
     **_QUEUED,
 )
 def browser_open(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +88,7 @@ def browser_open(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     },
     output_schema={"type": "object", "properties": _PAGE, "required": ["session"]},
     annotations=Annotations(read_only=False, destructive=True, idempotent=False, open_world=True),
+    rerun="never",
     **_QUEUED,
 )
 def browser_act(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -148,6 +150,7 @@ def browser_act(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         "additionalProperties": False,
     },
     annotations=Annotations(read_only=True, destructive=False, idempotent=True, open_world=True),
+    rerun="safe",
     **_QUEUED,
 )
 def browser_extract(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -171,6 +174,7 @@ def browser_extract(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         "additionalProperties": False,
     },
     annotations=Annotations(read_only=False, destructive=False, idempotent=False, open_world=False),
+    rerun="safe",
     **_QUEUED,
 )
 def browser_trace(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:

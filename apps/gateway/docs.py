@@ -46,12 +46,16 @@ def tools_markdown() -> str:
         "# Tool reference\n",
         "Generated from the tool registry by `manage.py tools_doc`; a test fails when this file is stale.\n",
         f"Every tool can also fail with: {_COMMON_ERRORS} — see [errors.md](errors.md).\n",
+        "A queued tool's `rerun` says what happens when the worker running it dies mid-job: `safe` runs it again, "
+        "`adopt` runs it again and the retry adopts what the lost attempt did (sandbox.exec: its command, from the "
+        "sandbox's exec ledger), `never` fails it with `worker_lost` instead of repeating its effect "
+        '([jobs-and-runs.md](jobs-and-runs.md), "Effects at most once").\n',
         "| tool | title | permission | runs | annotations |",
         "|---|---|---|---|---|",
     ]
     for t in tools:
         hints = ", ".join(k for k, v in t.annotations.as_mcp().items() if v)
-        runs = "inline" if t.execution == "inline" else f"queued on `{t.queue}`"
+        runs = "inline" if t.execution == "inline" else f"queued on `{t.queue}`, rerun `{t.rerun}`"
         parts.append(f"| [`{t.name}`](#{t.name.replace('.', '')}) | {t.title} | `{t.permission}` | {runs} | {hints} |")
     parts.append("")
     for t in tools:
@@ -60,7 +64,8 @@ def tools_markdown() -> str:
             f"{t.description}\n",
             f"- permission: `{t.permission}`",
             f"- execution: {t.execution}{f' (queue `{t.queue}`)' if t.queue else ''}, timeout {t.timeout_s:g} s, "
-            f"retries {t.max_retries}, task support {t.task_support}",
+            f"retries {t.max_retries}, task support {t.task_support}"
+            + (f", rerun `{t.rerun}` (if its worker dies mid-job)" if t.execution == "queued" else ""),
             f"- annotations: `{json.dumps(t.annotations.as_mcp(), sort_keys=True)}`\n",
             "### Arguments\n",
             _args_table(t),

@@ -237,7 +237,9 @@ CATALOG: tuple[ErrorSpec, ...] = (
         "worker_lost",
         "tool",
         200,
-        "The worker running the job died and the job ran out of lost-worker retries (`RUNS_LOST_WORKER_RETRIES`).",
+        "The worker running the job died mid-job and the job was not run again: its tool is not safe to run twice "
+        '(`rerun="never"`, or sandbox.exec\'s command was killed with its worker), or it ran out of lost-worker '
+        "retries (`RUNS_LOST_WORKER_RETRIES`). Check whether the call took effect before calling it again.",
     ),
     ErrorSpec(
         "unavailable",

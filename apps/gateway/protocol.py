@@ -499,6 +499,11 @@ async def _run_queued(
             run_id=str(run_id) if run_id is not None else None,
             task_ttl_ms=ttl_ms,
             trace_context=_trace_context(call),
+            audit_context={
+                "session_id": call.session.id if call.session else None,
+                "client_host": call.client_host,
+                "protocol_version": call.protocol_version,
+            },
         )
     except ToolError as exc:
         call.outcome, call.error_code, call.detail = "error", exc.code, exc.message

@@ -23,6 +23,12 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 Execution = Literal["inline", "queued"]
 TaskSupport = Literal["forbidden", "optional", "required"]
+# What the job runtime may do with a queued call whose worker died mid-job (docs/jobs-and-runs.md, "Effects at most
+# once"): "safe" runs it again from the start; "adopt" runs it again with `ctx.lost_attempt` set, and the handler
+# adopts what the lost attempt did (sandbox.exec's exec ledger) instead of repeating it; "never" fails the job with
+# `worker_lost`. Unset: "safe" for tools annotated read-only or idempotent, else "never".
+Rerun = Literal["safe", "adopt", "never"]
+RERUN_POLICIES: tuple[Rerun, ...] = ("safe", "adopt", "never")
 
 
 class ToolError(Exception):
@@ -69,6 +75,10 @@ class ToolContext:
     request_id: str | None = None
     run_id: str | None = None
     job_id: str | None = None
+    # Queued tools: this execution's attempt number (1, 2, …), and for `rerun="adopt"` tools the attempt whose worker
+    # died mid-job when this execution is its retry (None otherwise).
+    attempt: int = 1
+    lost_attempt: int | None = None
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         raise NotImplementedError
@@ -103,6 +113,7 @@ class Tool:
     timeout_s: float = 30.0
     max_retries: int = 0
     task_support: TaskSupport = "forbidden"
+    rerun: Rerun = "never"
     is_async: bool = False
     input_validator: Any = None  # apps.gateway.schemas.InputValidator
     output_validator: Draft202012Validator | None = None
@@ -120,6 +131,8 @@ class Registry:
             raise ImproperlyConfigured(f"tool {spec.name!r} is declared twice")
         if spec.execution == "queued" and not spec.queue:
             raise ImproperlyConfigured(f"tool {spec.name!r}: a queued tool needs queue=")
+        if spec.rerun not in RERUN_POLICIES:
+            raise ImproperlyConfigured(f"tool {spec.name!r}: rerun must be one of {', '.join(RERUN_POLICIES)}")
         if spec.input_schema.get("type") != "object":
             raise ImproperlyConfigured(f"tool {spec.name!r}: input_schema must have type 'object'")
         validators: dict[str, Any] = {}
@@ -179,8 +192,14 @@ def tool(
     timeout_s: float = 30.0,
     max_retries: int = 0,
     task_support: TaskSupport = "forbidden",
+    rerun: Rerun | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Declare an MCP tool. `permission` defaults to the tool's name (roles grant tool names or `cap.*`)."""
+    """Declare an MCP tool. `permission` defaults to the tool's name (roles grant tool names or `cap.*`).
+
+    `rerun` (queued tools): see `Rerun`; unset, a tool annotated read-only or idempotent is "safe", any other "never".
+    """
+    hints = annotations or Annotations()
+    policy: Rerun = rerun or ("safe" if hints.read_only or hints.idempotent else "never")
 
     def decorate(handler: Handler) -> Handler:
         registry.register(
@@ -192,12 +211,13 @@ def tool(
                 output_schema=output_schema,
                 handler=handler,
                 permission=permission or name,
-                annotations=annotations or Annotations(),
+                annotations=hints,
                 execution=execution,
                 queue=queue,
                 timeout_s=timeout_s,
                 max_retries=max_retries,
                 task_support=task_support,
+                rerun=policy,
             )
         )
         return handler

@@ -316,6 +316,7 @@ def memory_timeline(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     execution="queued",
     queue="memory",
     timeout_s=1800.0,
+    rerun="safe",  # compaction converges: a second pass over a compacted namespace changes nothing
     task_support="optional",
 )
 def memory_compact(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:

@@ -69,20 +69,46 @@ def job_event_append(*, job: Job, kind: str, payload: dict[str, Any]) -> JobEven
     return _store(job_id=job.pk, run_id=job.run_id, tool=job.tool, seq=job.last_event_seq, kind=kind, payload=payload)
 
 
-def job_event_emit(*, job_id: Id, kind: str, payload: dict[str, Any]) -> JobEvent | None:
-    """Append a progress/log/heartbeat event from a running job; None when the job already ended.
+# A progress event is written only above the job's high-water mark (`progress_high`, kept across attempts), so a
+# retry that starts counting again from 0 publishes nothing until it passes what the lost attempt had reached.
+_PROGRESS_EMIT_SQL = """
+WITH old AS (
+    SELECT id, (progress_high IS NULL OR progress_high < %(p)s) AS above
+      FROM runs_job WHERE id = %(id)s AND NOT (state = ANY(%(terminal)s)) FOR UPDATE
+)
+UPDATE runs_job SET last_event_seq = last_event_seq + CASE WHEN old.above THEN 1 ELSE 0 END,
+       progress_high = CASE WHEN old.above THEN %(p)s ELSE progress_high END
+  FROM old WHERE runs_job.id = old.id
+RETURNING runs_job.last_event_seq, runs_job.run_id, runs_job.tool, old.above
+"""
+
+# What job_event_emit returns for a progress event at or below the high-water mark: nothing written, job still open.
+BELOW_HIGH_WATER = "below high-water mark"
+
+
+def job_event_emit(*, job_id: Id, kind: str, payload: dict[str, Any]) -> JobEvent | str | None:
+    """Append a progress/log/heartbeat event from a running job; None when the job already ended, BELOW_HIGH_WATER
+    for a progress value not above the highest one already published for the job (progress only increases).
 
     Takes only the counter row's lock for the length of one short transaction, so a worker never blocks
     a cancel for longer than that.
     """
+    terminal = [str(s) for s in TERMINAL_JOB_STATES]
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE runs_job SET last_event_seq = last_event_seq + 1 WHERE id = %s AND NOT (state = ANY(%s)) "
-                "RETURNING last_event_seq, run_id, tool",
-                [job_id, [str(s) for s in TERMINAL_JOB_STATES]],
-            )
-            row = cursor.fetchone()
+            if kind == "progress":
+                cursor.execute(_PROGRESS_EMIT_SQL, {"id": job_id, "terminal": terminal, "p": payload["progress"]})
+                found = cursor.fetchone()
+                if found is not None and not found[3]:
+                    return BELOW_HIGH_WATER
+                row = found[:3] if found is not None else None
+            else:
+                cursor.execute(
+                    "UPDATE runs_job SET last_event_seq = last_event_seq + 1 WHERE id = %s AND NOT (state = ANY(%s)) "
+                    "RETURNING last_event_seq, run_id, tool",
+                    [job_id, terminal],
+                )
+                row = cursor.fetchone()
         if row is None:
             return None
         seq, run_id, tool = row

@@ -57,6 +57,9 @@ class WorkerToolContext(ToolContext):
         self.job_id = str(job.pk)
         self.claim = claim
         self.attempt = job.attempts
+        # The adoption hook of `rerun="adopt"` tools: set when the attempt just before this one lost its worker.
+        lost = job.lost_attempt
+        self.lost_attempt = lost if job.rerun == "adopt" and lost is not None and lost == job.attempts - 1 else None
         self._cancel = threading.Event()
 
     def progress(self, progress: float, total: float | None = None, message: str | None = None) -> Any:  # type: ignore[override]

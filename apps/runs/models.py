@@ -120,6 +120,18 @@ class Job(models.Model):
     attempts = models.PositiveIntegerField(default=0, help_text="executions started")
     max_retries = models.PositiveIntegerField(default=0)
     lost_count = models.PositiveIntegerField(default=0, help_text="times its worker died mid-job")
+    rerun = models.CharField(
+        max_length=8,
+        choices=[("safe", "safe"), ("adopt", "adopt"), ("never", "never")],
+        default="never",
+        help_text="the tool's policy when its worker dies mid-job: run again, adopt the lost attempt, or fail",
+    )
+    lost_attempt = models.PositiveIntegerField(
+        null=True, blank=True, help_text="the last attempt whose worker died mid-job (an adopting retry reads it)"
+    )
+    # The highest progress published for this job, across attempts: a retry's lower values are not published, so
+    # progress notifications only ever increase (the MCP spec requires it).
+    progress_high = models.FloatField(null=True, blank=True)
     timeout_s = models.FloatField(default=30.0)
     result = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True, help_text="{code, message, data, retryable}")

@@ -11,7 +11,6 @@ all end in a no-op rather than a second completion.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -28,7 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.principal import Principal
-from apps.audit.writer import AuditRecord, audit_record_on_commit
+from apps.audit.writer import AuditRecord, audit_outbox_drain, audit_record_on_commit, audit_record_outbox
 from apps.gateway.registry import Tool, ToolError
 from apps.runs import events
 from apps.runs.models import (
@@ -93,6 +92,66 @@ def _audit(
     audit_record_on_commit(record)
 
 
+# ------------------------------------------------------------------------------ audit of queued calls
+#
+# A queued call is audited by the job's own writes, not only by the gateway that answered it (which may die before the
+# result): `tools/call` with outcome "accepted" in the transaction that stores the job, and `job.finished` (outcome ok
+# or error, the job's final state and error code) in the transaction that records the terminal state, whoever records
+# it (the worker, the runs sweep, a cancel). Both carry the job id and the call's request id. They go through the
+# audit outbox (one INSERT, no chain lock inside the job's transaction; ADR 0005) and enter the chain in batches.
+
+
+def _call_record(job: Job, **values: Any) -> AuditRecord:
+    principal = job.principal or {}
+    return AuditRecord(
+        principal_id=principal.get("id") or job.principal_id,
+        identity_source=principal.get("identity_source"),
+        credential_id=principal.get("credential_id"),
+        tool=job.tool,
+        request_id=job.request_id or None,
+        trace_id=(job.trace_context or {}).get("traceparent"),
+        run_id=str(job.run_id) if job.run_id else None,
+        job_id=str(job.pk),
+        **values,
+    )
+
+
+def _audit_accepted(job: Job, context: dict[str, Any] | None) -> None:
+    """The call's first audit row, in the job's own transaction: it exists exactly when the job does."""
+    context = context or {}
+    record = _call_record(
+        job,
+        method="tools/call",
+        arguments=job.arguments,
+        outcome="accepted",
+        session_id=context.get("session_id"),
+        client_host=context.get("client_host"),
+        protocol_version=context.get("protocol_version"),
+        detail={"queue": job.queue, "rerun": job.rerun},
+    )
+    audit_record_outbox(record)
+
+
+def _audit_finished(job: Job) -> None:
+    """The call's final audit row, in the transaction that records the job's terminal state (caller holds the row)."""
+    succeeded = job.state == JobState.SUCCEEDED
+    code = None if succeeded else "cancelled" if job.state == JobState.CANCELLED else (job.error or {}).get("code")
+    duration = (job.finished_at - job.created_at).total_seconds() * 1000 if job.finished_at else None
+    record = _call_record(
+        job,
+        method="job.finished",
+        outcome="ok" if succeeded else "error",
+        error_code=code or None,
+        detail={
+            "state": job.state,
+            "attempts": job.attempts,
+            "lost_count": job.lost_count,
+            "duration_ms": round(duration, 3) if duration is not None else None,
+        },
+    )
+    audit_record_outbox(record)
+
+
 def arguments_digest(tool_name: str, arguments: dict[str, Any]) -> str:
     canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{tool_name}\n{canonical}".encode()).hexdigest()
@@ -111,8 +170,11 @@ def job_submit(
     run_id: str | None = None,
     task_ttl_ms: int | None = None,
     trace_context: dict[str, str] | None = None,
+    audit_context: dict[str, Any] | None = None,
 ) -> Job:
-    """Create a queued job and enqueue it after commit.
+    """Create a queued job and enqueue it after commit; its `tools/call` audit row (outcome "accepted") is written in
+    the same transaction. `audit_context`: what the gateway knows of the request (session_id, client_host,
+    protocol_version) for that row.
 
     Same principal + idempotency key with the same tool and arguments returns the first job (whatever its
     state); with different ones raises ToolError("idempotency_conflict"). The unique constraint makes this hold
@@ -130,10 +192,8 @@ def job_submit(
         if existing is not None:
             return _idempotent_replay(existing, digest, idempotency_key)
     try:
-        # Without a run the job row is the only write: one INSERT in autocommit (no BEGIN/COMMIT round trips). In a
-        # caller's transaction a savepoint is still needed, so a lost idempotency race leaves that transaction usable.
-        single = run_id is None and not transaction.get_connection().in_atomic_block
-        with contextlib.nullcontext() if single else transaction.atomic():
+        # In a caller's transaction this is a savepoint, so a lost idempotency race leaves that transaction usable.
+        with transaction.atomic():
             run = run_access(run_id=run_id, principal=principal, lock=False) if run_id else None
             if run is not None and (run.state != RunState.ACTIVE or run.lease_expires_at <= timezone.now()):
                 raise ToolError(
@@ -152,6 +212,7 @@ def job_submit(
                 idempotency_key=idempotency_key,
                 run=run,
                 max_retries=tool.max_retries,
+                rerun=tool.rerun,
                 timeout_s=tool.timeout_s,
                 ttl_ms=task_ttl_ms or settings.RUNS_TASK_TTL_MS,
                 trace_context=dict(trace_context or {}),
@@ -165,6 +226,7 @@ def job_submit(
                     payload={"job_id": str(job.pk), "tool": tool.name},
                     job_id=job.pk,
                 )
+            _audit_accepted(job, audit_context)
             transaction.on_commit(partial(_enqueue, job.pk, job.queue, job.timeout_s))
     except IntegrityError:
         # Lost the race for the idempotency key to a concurrent request: that request's job is the answer.
@@ -278,6 +340,8 @@ def _transition_locked(
     kind = event_kind or _default_event_kind(to)
     events.job_event_append(job=job, kind=kind, payload={"state": to, **(event_payload or {})})
     job.save(update_fields=sorted(fields))
+    if to in TERMINAL_JOB_STATES:
+        _audit_finished(job)
     return job
 
 
@@ -327,9 +391,11 @@ def job_heartbeat(*, job_id: str, claim: str) -> bool:
 
 def job_succeed(*, job_id: str, claim: str, result: dict[str, Any]) -> Job | None:
     """Record the result; None (and nothing written) when this execution no longer owns the job."""
-    done = events.job_fast_transition(job_id=job_id, to=JobState.SUCCEEDED, worker_id=claim, result=result)
-    if done is not None:
-        return done
+    with transaction.atomic():
+        done = events.job_fast_transition(job_id=job_id, to=JobState.SUCCEEDED, worker_id=claim, result=result)
+        if done is not None:
+            _audit_finished(done)
+            return done
     try:
         return job_transition(
             job_id=job_id, to=JobState.SUCCEEDED, claim=claim, result=result, event_payload={"result": result}
@@ -407,17 +473,32 @@ def _heartbeat_stale(job: Job, now: datetime | None = None) -> bool:
 
 
 def _recover_lost(job: Job) -> Job:
-    """The worker running `job` died (caller holds the row lock): retry it, or dead-letter it when out of tries."""
+    """The worker running `job` died (caller holds the row lock). What happens next is the tool's `rerun` policy:
+    "never" fails the job with `worker_lost` (its effect may have happened: running it again could repeat it);
+    "safe" and "adopt" retry it ("adopt" with `ctx.lost_attempt` set), or dead-letter it when out of tries."""
     lost = job.lost_count + 1
-    error = {
-        "code": "worker_lost",
-        "message": f"the worker {job.worker_id or '?'} stopped heartbeating during attempt {job.attempts}",
-        "data": {},
-        "retryable": True,
-    }
+    lost_during = f"the worker {job.worker_id or '?'} stopped heartbeating during attempt {job.attempts}"
+    if job.rerun == "never":
+        error = {
+            "code": "worker_lost",
+            "message": f"{lost_during}; {job.tool} is not safe to run twice, so it was not run again: check whether "
+            "it took effect before calling it again",
+            "data": {"attempt": job.attempts, "rerun": job.rerun},
+            "retryable": False,
+        }
+        return _transition_locked(
+            job,
+            to=JobState.FAILED,
+            error=error,
+            worker_id="",
+            lost_count=lost,
+            lost_attempt=job.attempts,
+            event_payload=_error_event(error),
+        )
+    error = {"code": "worker_lost", "message": lost_during, "data": {"attempt": job.attempts}, "retryable": True}
     if lost > settings.RUNS_LOST_WORKER_RETRIES and job.attempts > job.max_retries:
-        job.lost_count = lost
-        Job.objects.filter(pk=job.pk).update(lost_count=lost)
+        job.lost_count, job.lost_attempt = lost, job.attempts
+        Job.objects.filter(pk=job.pk).update(lost_count=lost, lost_attempt=job.attempts)
         return _dead_letter(job, error=error, claim=None)
     job = _transition_locked(
         job,
@@ -427,6 +508,7 @@ def _recover_lost(job: Job) -> Job:
         last_sent_at=timezone.now(),
         worker_id="",
         lost_count=lost,
+        lost_attempt=job.attempts,
         event_payload={"error": error, "attempt": job.attempts, "retry_in_ms": 0},
     )
     transaction.on_commit(partial(_enqueue, job.pk, job.queue, job.timeout_s))
@@ -525,6 +607,7 @@ def dead_letter_replay(*, dead_letter_id: int, principal: Principal) -> Job:
         request_id=original.request_id,
         run=original.run if original.run and original.run.state == RunState.ACTIVE else None,
         max_retries=original.max_retries,
+        rerun=original.rerun,
         timeout_s=original.timeout_s,
         ttl_ms=original.ttl_ms,
         trace_context=original.trace_context,
@@ -535,6 +618,7 @@ def dead_letter_replay(*, dead_letter_id: int, principal: Principal) -> Job:
     letter.replayed_at = timezone.now()
     letter.replayed_job = job
     letter.save(update_fields=["replayed_at", "replayed_job"])
+    _audit_accepted(job, None)  # the replayed call's own rows: accepted now, job.finished when it ends
     transaction.on_commit(partial(_enqueue, job.pk, job.queue, job.timeout_s))
     _audit("dead_letter_replay", principal=principal, job_id=job.pk, detail={"original_job": str(original.pk)})
     return job
@@ -640,10 +724,21 @@ def run_expire_leases(*, limit: int = 100) -> list[str]:
     return expired
 
 
+# Audit outbox rows this old were left by a process that died before its drain thread moved them (it lingers 20 ms).
+OUTBOX_LEFT_BEHIND_S = 5.0
+
+
 def runs_sweep() -> dict[str, list[str]]:
-    """One pass of the periodic maintenance: stale jobs, then expired run leases."""
-    return {
+    """One pass of the periodic maintenance: stale jobs, expired run leases, stalled messages, then the audit rows a
+    process that died left in the outbox (its drain thread moves them at once otherwise)."""
+    outcome = {
         "recovered_jobs": job_recover_stale(),
         "expired_runs": run_expire_leases(),
         "resent_jobs": job_resend_stalled(),
     }
+    moved = 0
+    while (batch := audit_outbox_drain(older_than_s=OUTBOX_LEFT_BEHIND_S)) > 0:
+        moved += batch
+    if moved:
+        log.warning("runs sweep: moved %s audit row(s) a process left in the outbox into the chain", moved)
+    return outcome

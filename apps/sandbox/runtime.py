@@ -283,7 +283,91 @@ class ExecResult:
     killed: bool = False
     cancelled: bool = False
     oom_killed: bool = False  # set by services.sandbox_exec from the memory cgroup's counter
+    adopted_attempt: int | None = None  # set by services.sandbox_exec: the lost attempt whose command this reports
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------- exec ledger
+
+# The exec ledger: a job's command runs at most once per sandbox, whatever happens to the worker that started it.
+# `run` starts the command unless the job's ledger entry exists (mkdir is the atomic test-and-set), with its output
+# going to files in the entry and its exit status written there when it ends, then follows those files until the
+# command is gone and exits with its status. A retry of a job whose worker died therefore attaches to the command the
+# lost attempt started (still running or finished) and reports its whole output and real exit status, instead of
+# running it again. `inspect` prints the entry's state: `none`, `running <attempt>`, `finished <attempt> <status>`,
+# or `killed <attempt>` (the command is gone without a status: killed with its exec, e.g. by a cancel).
+# The command keeps its `timeout -s KILL` inside the entry, so its deadline holds with no worker attached. Entries of
+# ended commands are pruned 5 minutes after they ended (a lost worker's retry comes within seconds). The followers
+# (`tail --pid`, GNU coreutils like `timeout`) notice the command's end within their 10 ms poll: an exec through the
+# ledger took 75-94 ms at p50 against 53-56 ms plain (`echo`, runc, 30 execs each).
+LEDGER_ROOT = "/tmp/.mcpplat-exec"  # noqa: S108 - inside the container (its own tmpfs)
+LEDGER_PRUNE_MIN = 5
+_LEDGER_SCRIPT = (
+    "mode=$1 dir=$2 attempt=$3; shift 3; root=${dir%/*}\n"
+    'if [ "$mode" = inspect ]; then\n'
+    '  if [ ! -d "$dir" ]; then echo none\n'
+    '  elif [ -s "$dir/exit" ]; then echo "finished $(cat "$dir/attempt") $(cat "$dir/exit")"\n'
+    '  elif p=$(cat "$dir/pid" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then\n'
+    '    echo "running $(cat "$dir/attempt")"\n'
+    '  else echo "killed $(cat "$dir/attempt" 2>/dev/null || echo 0)"; fi\n'
+    "  exit 0\n"
+    "fi\n"
+    'mkdir -p "$root"\n'
+    f'for old in $(find "$root" -mindepth 1 -maxdepth 1 -type d -mmin +{LEDGER_PRUNE_MIN}); do\n'
+    '  p=$(cat "$old/pid" 2>/dev/null)\n'
+    '  if [ -e "$old/exit" ] || [ -z "$p" ] || ! kill -0 "$p" 2>/dev/null; then rm -rf "$old"; fi\n'
+    "done\n"
+    "exec 3<&0\n"
+    'if mkdir "$dir" 2>/dev/null; then\n'
+    '  echo "$attempt" > "$dir/attempt"; : > "$dir/out"; : > "$dir/err"\n'
+    '  ( "$@" <&3 >"$dir/out" 2>"$dir/err" 3<&-; echo $? > "$dir/exit.part"; mv "$dir/exit.part" "$dir/exit" ) &\n'
+    '  echo $! > "$dir/pid.part"; mv "$dir/pid.part" "$dir/pid"\n'
+    "else\n"
+    '  i=0; while [ ! -s "$dir/pid" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done\n'
+    "fi\n"
+    "exec 3<&-\n"
+    'pid=$(cat "$dir/pid")\n'
+    'tail -c +1 -s 0.01 --pid="$pid" -f "$dir/err" >&2 &\n'
+    'tail -c +1 -s 0.01 --pid="$pid" -f "$dir/out"\n'
+    "wait\n"
+    'if [ -s "$dir/exit" ]; then exit "$(cat "$dir/exit")"; fi\n'
+    "exit 137\n"
+)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """Where a job's command stands in a sandbox's exec ledger (`state`: none, running, finished, killed)."""
+
+    state: str
+    attempt: int | None = None
+    exit_code: int | None = None
+
+
+def ledger_dir(key: str) -> str:
+    """The ledger entry of `key` (a job id: letters, digits and dashes only)."""
+    if not key or not all(c.isalnum() or c == "-" for c in key):
+        raise ValueError(f"exec ledger key {key!r}: use a job id")
+    return f"{LEDGER_ROOT}/{key}"
+
+
+def ledger_marker(key: str) -> str:
+    """The exec marker of every attempt of one job, so killing a retry's exec also kills the command it adopted."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"mcpplat-exec:{key}").hex
+
+
+def ledger_inspect(container_id: str, key: str) -> LedgerEntry:
+    argv = ["sh", "-c", _LEDGER_SCRIPT, "sh", "inspect", ledger_dir(key), "0"]
+    result = exec_run(container_id, argv, timeout_s=10, output_limit=4096)
+    words = result.stdout.decode(errors="replace").split()
+    if result.exit_code != 0 or not words or words[0] not in {"none", "running", "finished", "killed"}:
+        raise RuntimeFailure(f"the exec ledger could not be read (exit {result.exit_code}): {result.stderr[:200]!r}")
+    numbers = [int(w) for w in words[1:] if w.lstrip("-").isdigit()]
+    return LedgerEntry(
+        state=words[0],
+        attempt=numbers[0] if numbers else None,
+        exit_code=numbers[1] if len(numbers) > 1 else None,
+    )
 
 
 def exec_run(
@@ -299,6 +383,7 @@ def exec_run(
     stdout_sink: IO[bytes] | None = None,
     cancelled: Callable[[], bool] | None = None,
     address_space_mb: int | None = None,
+    ledger: tuple[str, int] | None = None,
 ) -> ExecResult:
     """Run `argv` as the exec user and stream its output.
 
@@ -310,12 +395,17 @@ def exec_run(
     `cancelled` is polled about every 0.25 s: when it turns true the process is killed and `cancelled` is set.
     `address_space_mb` caps the process's virtual memory (RLIMIT_AS): under gVisor the whole sandbox shares one
     memory cgroup with the sentry, so a hog would otherwise take the sandbox down instead of failing its allocation.
+    `ledger` = (key, attempt) runs the command through the exec ledger under `key` (a job id): started at most once
+    per key, and followed to its end by whichever attempt comes (see `_LEDGER_SCRIPT`).
     """
     api = client()
-    marker = uuid.uuid4().hex
+    marker = ledger_marker(ledger[0]) if ledger is not None else uuid.uuid4().hex
     environment = {**(env or {}), _EXEC_MARKER: marker}
     seconds = max(1, int(timeout_s + 0.999))
     wrapped = ["timeout", "-s", "KILL", str(seconds), *argv]
+    if ledger is not None:
+        key, attempt = ledger
+        wrapped = ["sh", "-c", _LEDGER_SCRIPT, "sh", "run", ledger_dir(key), str(attempt), *wrapped]
     if address_space_mb is not None:
         # `ulimit -v` takes KiB; sh (not prlimit) because every image that can run `timeout` has a shell.
         wrapped = ["sh", "-c", f'ulimit -v {address_space_mb * 1024} && exec "$@"', "sh", *wrapped]

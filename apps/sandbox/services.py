@@ -472,7 +472,14 @@ def sandbox_exec(
     env: Mapping[str, Any] | None = None,
     on_output: Callable[[str, bytes], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    job_id: str | None = None,
+    attempt: int = 1,
+    lost_attempt: int | None = None,
 ) -> runtime.ExecResult:
+    """Run a command in the caller's sandbox. With `job_id` (a queued call) it goes through the sandbox's exec ledger:
+    the job's command is started at most once, and a retry whose previous attempt lost its worker (`lost_attempt`)
+    reports that attempt's command (followed to its end) instead of starting it again, or fails with `worker_lost`
+    when that command was killed before it finished."""
     caller = _caller(principal)
     quota = selectors.quota_for(caller.roles)
     argv = _exec_argv(command, code)
@@ -489,6 +496,7 @@ def sandbox_exec(
         exec_count=F("exec_count") + 1,
     )
     try:
+        adopted = _ledger_adoptable(sandbox, job_id, lost_attempt) if job_id is not None else None
         with _engine():
             result = runtime.exec_run(
                 sandbox.container_id,
@@ -501,7 +509,9 @@ def sandbox_exec(
                 on_output=on_output,
                 cancelled=cancelled,
                 address_space_mb=exec_address_space_mb(sandbox.runtime, memory_mb),
+                ledger=(job_id, attempt) if job_id is not None else None,
             )
+        result.adopted_attempt = adopted
     except runtime.ContainerGone:
         why = runtime.container_stop_reason(sandbox.container_id)
         sandbox_destroy_row(sandbox, reason="container_vanished")
@@ -521,6 +531,27 @@ def sandbox_exec(
                 updates["oom_kills"] = kills
     Sandbox.objects.filter(pk=sandbox.pk).update(**updates)
     return result
+
+
+def _ledger_adoptable(sandbox: Sandbox, job_id: str, lost_attempt: int | None) -> int | None:
+    """Before a retry of a lost attempt runs: the attempt whose command it will report (running or finished in the
+    ledger), None when no attempt started it (it starts now). A command that died without an exit status (killed with
+    its exec) is not run again: SandboxError("worker_lost")."""
+    if lost_attempt is None:
+        return None
+    with _engine():
+        entry = runtime.ledger_inspect(sandbox.container_id, job_id)
+    if entry.state == "none":
+        return None
+    if entry.state == "killed":
+        raise SandboxError(
+            "worker_lost",
+            f"the command of attempt {entry.attempt} was killed before it finished, when the worker running it was "
+            "lost; it was not run again (it may have had effects in the sandbox): check the sandbox, then call "
+            "sandbox.exec again if it should run",
+            data={"attempt": entry.attempt, "sandbox_id": str(sandbox.pk)},
+        )
+    return entry.attempt
 
 
 def exec_address_space_mb(runtime_name: str, memory_mb: int) -> int | None:

@@ -117,6 +117,7 @@ _SANDBOX_OUT = {
     annotations=Annotations(destructive=False, idempotent=False, open_world=False),
     execution="queued",
     queue="sandbox",
+    rerun="never",  # a second run would start a second sandbox against the caller's quota
     timeout_s=120,
     task_support="optional",
 )
@@ -226,11 +227,17 @@ def _text(data: bytes) -> tuple[str, str]:
             "duration_ms": {"type": "number"},
             "output_bytes": {"type": "integer"},
             "oom_killed": {"type": "boolean", "description": "The kernel killed it for exceeding memory_mb."},
+            "adopted_attempt": {
+                "type": ["integer", "null"],
+                "description": "Set when the worker running this call died: the attempt whose command this reports "
+                "(the command is never started twice).",
+            },
         },
     },
     annotations=Annotations(destructive=True, idempotent=False, open_world=False),
     execution="queued",
     queue="sandbox",
+    rerun="adopt",  # the exec ledger in the sandbox: a retry adopts the lost attempt's command
     timeout_s=3700,
     task_support="optional",
 )
@@ -247,6 +254,9 @@ def sandbox_exec(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         env=args.get("env"),
         on_output=relay,
         cancelled=ctx.cancel_probe(),
+        job_id=ctx.job_id,
+        attempt=ctx.attempt,
+        lost_attempt=ctx.lost_attempt,
     )
     relay.flush()
     if result.cancelled:
@@ -264,6 +274,7 @@ def sandbox_exec(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         "duration_ms": round(result.duration_ms, 1),
         "output_bytes": result.output_bytes,
         "oom_killed": result.oom_killed,
+        "adopted_attempt": result.adopted_attempt,
     }
 
 
@@ -296,6 +307,7 @@ def sandbox_exec(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     annotations=Annotations(destructive=False, idempotent=False, open_world=False),
     execution="queued",
     queue="sandbox",
+    rerun="safe",  # reads the sandbox; a second run stores a second snapshot, nothing else
     timeout_s=600,
     task_support="optional",
 )
@@ -337,6 +349,7 @@ def sandbox_snapshot(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     annotations=Annotations(destructive=True, idempotent=True, open_world=False),
     execution="queued",
     queue="sandbox",
+    rerun="safe",  # idempotent
     timeout_s=60,
 )
 def sandbox_destroy(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:

@@ -120,6 +120,51 @@ def test_a_worker_killed_with_running_and_prefetched_jobs_comes_back_and_runs_th
     )
 
 
+SANDBOX_EXECS = 4
+
+
+def _task_result(platform: Platform, task_id: str) -> dict:
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    return dict(platform.rpc("tasks/get", {"taskId": task_id, "_meta": meta}, timeout=10).get("result") or {})
+
+
+def _terminal(platform: Platform, task_ids: list[str]) -> bool:
+    return all(platform.task_status(t) in {"completed", "failed", "cancelled"} for t in task_ids)
+
+
+def test_sandbox_execs_cut_by_a_worker_kill_run_their_command_once(platform, load):
+    # given a sandbox and four sandbox.exec calls running in it, each appending a line to its own file when it starts
+    from apps.sandbox import runtime
+
+    sandbox_id = platform.call("sandbox.create", {"ttl_s": 300}, timeout=120)["structuredContent"]["sandbox_id"]
+    (container,) = runtime.client().containers(filters={"label": f"{runtime.LABEL_ID}={sandbox_id}"})
+
+    def lines(i: int) -> int:
+        out = runtime.exec_run(
+            container["Id"], ["sh", "-c", f"cat ran{i} 2>/dev/null | wc -l"], timeout_s=10, output_limit=64
+        )
+        return int(out.stdout.decode().strip())
+
+    command = "echo run >> ran{i}; echo started; sleep 6; echo finished; exit 3"
+    calls = [
+        platform.submit("sandbox.exec", {"sandbox_id": sandbox_id, "command": command.format(i=i), "timeout_s": 120})
+        for i in range(SANDBOX_EXECS)
+    ]
+    until(lambda: all(lines(i) == 1 for i in range(SANDBOX_EXECS)), 60)
+    victim = platform.worker_process("sandbox")
+    # when the sandbox pool's worker process is killed while the commands run
+    _kill(victim)
+    # then every call completes with its command's own outcome, and no command started a second time
+    done_s = until(lambda: _terminal(platform, calls), WORKER_BACK_S)
+    results = [_task_result(platform, t).get("structuredContent") or {} for t in calls]
+    assert [(r.get("exit_code"), r.get("stdout")) for r in results] == [(3, "started\nfinished\n")] * SANDBOX_EXECS
+    assert [lines(i) for i in range(SANDBOX_EXECS)] == [1] * SANDBOX_EXECS
+    adopted = sum(1 for r in results if r.get("adopted_attempt") == 1)
+    assert adopted == SANDBOX_EXECS, results
+    _record(platform, "worker.sandbox killed mid-exec: each command ran once", done_s, adopted=adopted)
+    assert victim.pid != platform.worker_process("sandbox").pid
+
+
 def test_the_scheduler_comes_back_and_takes_the_lease_again(platform, load):
     # given the leading scheduler
     from apps.runs.scheduler import LEADER_KEY

@@ -37,4 +37,5 @@ for _queue in CHAOS_QUEUES:
         queue=_queue,
         task_support="optional",
         timeout_s=60,
+        rerun="safe",  # a sleep: the suite checks that interrupted calls complete
     )(_work)

@@ -19,6 +19,7 @@ from mcp.client.extension import ClientExtension
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from apps.audit.models import AuditEvent
 from apps.runs.models import Job
 from apps.runs.tests.conftest import FAST_RUNTIME_ENV
 from apps.runs.tests.processes import Gateway
@@ -129,6 +130,46 @@ async def test_gateway_killed_mid_stream_then_run_resume_returns_every_event(gat
     assert [e["kind"] for e in events if e["kind"] in {"job.result", "job.error"}] == ["job.result"]
     assert [e["seq"] for e in tail["events"]] == [e["seq"] for e in events[5:]]
     assert redis_client.get("gw-kill:completions") == b"1"
+
+
+async def test_a_call_whose_gateway_was_killed_is_audited_with_its_final_outcome(gateway, agent_token, redis_client):
+    # given a queued call streaming progress through the gateway (acknowledged: its job runs)
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with connect(gateway.url, agent_token) as client:
+        call = asyncio.create_task(
+            client.call_tool(
+                "test.slow", {"key": "gw-audit", "steps": 10, "step_s": 0.1}, progress_callback=on_progress
+            )
+        )
+        for _ in range(300):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        assert seen
+        # when the gateway is killed with SIGKILL before the result, and the job finishes with no gateway alive
+        gateway.kill()
+        with pytest.raises(Exception):  # noqa: B017, PT011  (the transport error type is the SDK's business)
+            await asyncio.wait_for(call, 30)
+    job = await sync_to_async(Job.objects.get)(tool="test.slow", arguments__key="gw-audit")
+    for _ in range(300):
+        await sync_to_async(job.refresh_from_db)()
+        if job.is_terminal:
+            break
+        await asyncio.sleep(0.05)
+    gateway.start()
+    # then the call is audited: accepted when its job was stored, and its final outcome when the worker ended it
+    rows = AuditEvent.objects.filter(job_id=str(job.pk)).order_by("created_at")
+    for _ in range(100):  # the worker's drain thread moves them from the outbox into the chain right after commit
+        audited = await sync_to_async(lambda: list(rows.values_list("method", "outcome", "tool")))()
+        if len(audited) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert job.state == "succeeded"
+    assert audited == [("tools/call", "accepted", "test.slow"), ("job.finished", "ok", "test.slow")]
 
 
 # ------------------------------------------------------------------------------ MCP tasks (2025-11-25) via the SDK

@@ -46,6 +46,10 @@ def test_worker_killed_mid_job_completes_exactly_once(alice, redis_client, job_w
         assert int(redis_client.lindex("k1:starts", 1)) != victim_pid
         assert JobEvent.objects.filter(job=job, kind="result").count() == 1
         assert redis_client.get("k1:completions") == b"1"
+        # and the progress both attempts published only ever increased (the retry restarted at step 1)
+        published = [e.payload["progress"] for e in JobEvent.objects.filter(job=job, kind="progress").order_by("seq")]
+        assert published == sorted(set(published))
+        assert published[-1] == 40
         # detection is bounded by RUNS_JOB_STALE_S (2 s here) + the sweep period (0.5 s) + a delivery
         assert detected_after < 8, detected_after
         print(f"\nworker loss detected and the job restarted {detected_after:.2f} s after SIGKILL")

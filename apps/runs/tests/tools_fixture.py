@@ -29,6 +29,7 @@ def _redis() -> redis.Redis:
     execution="queued",
     queue="default",
     task_support="optional",
+    rerun="safe",
 )
 def noop(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"echo": args}
@@ -95,6 +96,7 @@ def gated(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     timeout_s=60,
     max_retries=0,
     task_support="optional",
+    rerun="safe",
 )
 def slow(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     client = _redis()
@@ -143,3 +145,20 @@ def sleepy(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     while time.monotonic() < deadline and not ctx.cancelled():
         time.sleep(0.02)
     return {"slept": True}
+
+
+def _counted(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    runs = _redis().incr(f"{args['key']}:runs")
+    return {"runs": runs, "attempt": ctx.attempt, "lost_attempt": ctx.lost_attempt}
+
+
+for _name, _rerun in (("test.effect_never", "never"), ("test.effect_safe", "safe"), ("test.effect_adopt", "adopt")):
+    tool(
+        name=_name,
+        title=_name,
+        description=f"Counts its runs in Redis `<key>:runs` (rerun={_rerun}).",
+        input_schema=_OBJECT,
+        execution="queued",
+        queue="default",
+        rerun=_rerun,  # type: ignore[arg-type]
+    )(_counted)
