@@ -14,15 +14,15 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from django.db import connection
+
+from tests.daphne import free_port, serving
 
 pytestmark = pytest.mark.slow
 
@@ -110,16 +110,10 @@ def test_the_memory_worker_embeds_on_its_requirements():
     assert run_in(python, EMBED) == {"name": "local", "dimensions": 384}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def base_gateway(base_python, transactional_db, django_db_blocker) -> Iterator[str]:
     """daphne from the base environment on the test database, started as mcpplat/processes.py starts it."""
-    port = _free_port()
+    port = free_port()
     environment = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONHOME"}}
     environment.update(
         DJANGO_SETTINGS_MODULE="mcpplat.settings.test",
@@ -127,34 +121,8 @@ def base_gateway(base_python, transactional_db, django_db_blocker) -> Iterator[s
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         PYTHONPATH=str(ROOT),
     )
-    argv = [base_python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--no-server-name"]
-    proc = subprocess.Popen(
-        [*argv, "mcpplat.asgi:application"],
-        cwd=ROOT,
-        env=environment,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"daphne did not start: {proc.stderr.read().decode()[-3000:] if proc.stderr else ''}")
-        time.sleep(0.2)
-    yield f"{base}/mcp"
-    os.killpg(proc.pid, 15)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        proc.wait()
+    with serving(base_python, port, environment, timeout=60, extra=("--no-server-name",)) as base:
+        yield f"{base}/mcp"
 
 
 @pytest.fixture

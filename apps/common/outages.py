@@ -34,23 +34,12 @@ _POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
 _REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
-class DependencyUnavailable(Exception):
-    """Raised where code knows a dependency is down; also what `dependency_of` recognises."""
-
-    def __init__(self, dependency: str, detail: str = "") -> None:
-        self.dependency = dependency
-        self.detail = detail
-        super().__init__(f"{NAMES.get(dependency, dependency)} is unavailable" + (f": {detail}" if detail else ""))
-
-
 def dependency_of(exc: BaseException) -> str | None:
     """The dependency `exc` (or an exception it was raised from or during) says is unreachable, else None."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, DependencyUnavailable):
-            return current.dependency
         if isinstance(current, _REDIS_ERRORS):
             return REDIS
         if isinstance(current, _POSTGRES_ERRORS):

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from django.db import connection
 
+from tests.daphne import free_port, serving
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -42,33 +34,8 @@ def mcp_server(django_db_setup, django_db_blocker) -> Iterator[Server]:
         "MCPPLAT_TEST_WORKER_DB": db_name,
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "mcpplat.asgi:application"],
-        cwd=ROOT,
-        env=environment,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"daphne did not start: {proc.stderr.read().decode()[-3000:] if proc.stderr else ''}")
-        time.sleep(0.1)
-    yield Server(url=f"{base}/mcp", base=base)
-    os.killpg(proc.pid, 15)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        proc.wait()
+    with serving(sys.executable, port, environment, timeout=30) as base:
+        yield Server(url=f"{base}/mcp", base=base)
 
 
 @dataclass(frozen=True)
